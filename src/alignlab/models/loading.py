@@ -1,0 +1,208 @@
+"""One entry point for loading a causal chat LM: HF id, local directory, ``.gguf`` file or embedded name.
+
+GGUF weights are dequantised once and cached as safetensors (``$ALIGNLAB_CACHE``, default
+``~/.cache/alignlab``); later loads read the cache. Pickle checkpoints are refused unless the caller
+passes ``allow_pickle=True``; ``trust_remote_code`` is off unless asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignlab.errors import AlignlabError
+from alignlab.models.embedded import EMBEDDED, adapter_dir, embedded_file
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16, "float64": torch.float64}
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    spec: str
+    source: str
+    """Where the weights were read from (a directory or file)."""
+    device: torch.device
+    dtype: torch.dtype
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ALIGNLAB_CACHE", Path.home() / ".cache" / "alignlab"))
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device and device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise AlignlabError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_model(
+    spec: str,
+    *,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    chat_template: str | None = None,
+    device_map: str | None = None,
+) -> LoadedModel:
+    """Load ``spec`` (embedded name, HF id, directory or .gguf file) in eval mode."""
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    source, info = resolve_source(spec, allow_pickle=allow_pickle)
+    model, tokenizer = _from_pretrained(source, torch_dtype, dev, allow_pickle, trust_remote_code, device_map)
+    if chat_template is not None:
+        template_path = Path(chat_template)
+        if not template_path.is_file():
+            raise AlignlabError(f"chat template file {chat_template} not found")
+        tokenizer.chat_template = template_path.read_text(encoding="utf-8")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # no new embeddings (spec §2.2)
+    tokenizer.padding_side = "left"
+    model.eval()
+    return LoadedModel(model, tokenizer, spec, str(source), dev, torch_dtype, info)
+
+
+def resolve_source(spec: str, *, allow_pickle: bool = False) -> tuple[Path | str, dict[str, Any]]:
+    """Turn a spec into something ``from_pretrained`` reads: a cached directory, a local dir or an HF id."""
+    if spec in EMBEDDED:
+        return _embedded_source(spec), {"embedded": spec}
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise AlignlabError(f"GGUF file {path} not found")
+        return gguf_to_cache(path, name=path.stem), {"gguf": str(path)}
+    if path.suffix in PICKLE_SUFFIXES:
+        _refuse_pickle(path, allow_pickle)
+        raise AlignlabError(f"{path}: pass the model directory (with config.json), not a weights file")
+    if path.is_dir():
+        _check_local_dir(path, allow_pickle)
+        return path, {"local": str(path)}
+    if path.exists() or spec.startswith((".", "/")):
+        raise AlignlabError(f"{spec}: not a model directory, .gguf file or embedded name ({', '.join(EMBEDDED)})")
+    return spec, {"hub": spec}
+
+
+def _refuse_pickle(path: Path, allow_pickle: bool) -> None:
+    if not allow_pickle:
+        raise AlignlabError(
+            f"{path} holds pickle weights, which can run arbitrary code when loaded; convert them to safetensors "
+            "or pass --allow-pickle (allow_pickle=True) if you trust the file"
+        )
+
+
+def _check_local_dir(path: Path, allow_pickle: bool) -> None:
+    if not (path / "config.json").is_file():
+        raise AlignlabError(f"{path} has no config.json: not a transformers model directory")
+    has_safetensors = any(path.glob("*.safetensors"))
+    pickles = [p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES and "training_args" not in p.name]
+    if not has_safetensors and pickles:
+        _refuse_pickle(pickles[0], allow_pickle)
+
+
+def _embedded_source(name: str) -> Path:
+    entry = EMBEDDED[name]
+    if entry.base is None:
+        return gguf_to_cache(embedded_file(entry), name=name)
+    from alignlab.organisms.lora import merged_cache_dir
+
+    return merged_cache_dir(name, entry.base, adapter_dir(entry))
+
+
+def _file_key(path: Path) -> str:
+    """Cheap content key: size plus SHA-256 of the first and last MiB (the file is ~100 MB)."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def gguf_to_cache(path: Path, *, name: str) -> Path:
+    """Dequantise a GGUF file once into ``cache_root()/models/<name>-<key>`` (safetensors); return the dir."""
+    target = cache_root() / "models" / f"{name}-{_file_key(path)}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    # The dequantised model is an ordinary float model: drop the GGUF quantiser so it can be saved.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    save_pretrained_atomic(model, tokenizer, target)
+    return target
+
+
+def save_pretrained_atomic(model: Any, tokenizer: Any, target: Path) -> None:
+    """``save_pretrained`` into a temporary sibling directory, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _from_pretrained(
+    source: Path | str,
+    dtype: torch.dtype,
+    device: torch.device,
+    allow_pickle: bool,
+    trust_remote_code: bool,
+    device_map: str | None,
+) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if not allow_pickle:
+        kwargs["use_safetensors"] = True
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise AlignlabError(f"cannot load {source}: {str(exc).splitlines()[0]}") from exc
+    except ValueError as exc:
+        msg = str(exc).splitlines()[0]
+        if "trust_remote_code" in msg:
+            msg += " (pass --trust-remote-code only if you trust this repository)"
+        raise AlignlabError(f"cannot load {source}: {msg}") from exc
+    if device_map is None:
+        model.to(device)
+    return model, tokenizer

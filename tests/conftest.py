@@ -1,0 +1,29 @@
+"""Shared fixtures. Tests run on CPU with tiny random models; a few `integration` tests use the real
+embedded default model (still offline)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture
+def tiny_llama():
+    from alignlab.models.tiny import tiny_model
+
+    return tiny_model("llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The real embedded default (SmolLM2-135M-Instruct), loaded once per session."""
+    from alignlab.models import load_model
+
+    return load_model("smollm2-135m-instruct", device="cpu")
