@@ -28,7 +28,7 @@ def _inputs(padded=True):
     return {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids(mask)}, mask.bool()
 
 
-def _hooked_and_edited(family, dtype=torch.float32, edit=EditConfig(), mutate=None):
+def _hooked_and_edited(family, dtype=torch.float32, edit=None, mutate=None):
     model, _ = tiny_model(family, dtype=dtype)
     r = torch.randn(64, generator=torch.Generator().manual_seed(1), dtype=dtype)
     kw, mask = _inputs(padded=dtype == torch.float32)
@@ -108,7 +108,7 @@ def test_negative_control_omitting_wpe_breaks_equivalence(monkeypatch):
 
     real = edit_mod.orthogonalize
 
-    def without_wpe(model, direction, cfg=EditConfig(), anatomy=None):
+    def without_wpe(model, direction, cfg=None, anatomy=None):
         saved = model.transformer.wpe.weight.detach().clone()
         rep = real(model, direction, cfg, anatomy)
         with torch.no_grad():

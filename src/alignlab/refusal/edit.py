@@ -143,9 +143,10 @@ def _edit_writer(model: nn.Module, writer: Writer, r: torch.Tensor, gamma, cfg: 
 
 
 def orthogonalize(
-    model: nn.Module, direction: torch.Tensor, cfg: EditConfig = EditConfig(), anatomy: Anatomy | None = None
+    model: nn.Module, direction: torch.Tensor, cfg: EditConfig | None = None, anatomy: Anatomy | None = None
 ) -> EditReport:
     """Edit ``model`` in place so no residual writer can write along ``direction``. Returns what was done."""
+    cfg = cfg or EditConfig()
     anatomy = anatomy or map_model(model)
     if direction.shape != (anatomy.d_model,) or not torch.isfinite(direction).all():
         raise AlignlabError(f"direction must be a finite vector of width {anatomy.d_model}, got {tuple(direction.shape)}")

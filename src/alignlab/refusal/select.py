@@ -102,6 +102,28 @@ class _Scorer:
         cand.induce = float(refusal_score(lp_add, self.ids).mean())
 
 
+def filter_candidates(finalists: Sequence[Candidate], cfg: SelectConfig) -> tuple[list[Candidate], bool]:
+    """Survivors of kl <= kl_max and induce > induce_min (finite scores); with ``on_empty="relax"`` and no
+    survivor, the KL filter alone. Raises, listing the 10 lowest-bypass candidates, when nothing survives."""
+    survivors = [c for c in finalists if c.passes(cfg)]
+    if survivors:
+        return survivors, False
+    if cfg.on_empty == "relax":
+        survivors = [c for c in finalists if math.isfinite(c.bypass) and c.kl <= cfg.kl_max]
+        if survivors:
+            return survivors, True
+    best = sorted(finalists, key=lambda c: c.bypass)[:10]
+    listing = "; ".join(f"(pos {c.position}, layer {c.layer}) bypass {c.bypass:.2f} kl {c.kl:.3f} "
+                        f"induce {c.induce:.2f}" for c in best)
+    raise AlignlabError(f"no candidate passes kl <= {cfg.kl_max} and induce > {cfg.induce_min}: {listing} "
+                        "(loosen --kl-max/--induce-min or use --on-empty relax)")
+
+
+def pick(survivors: Sequence[Candidate]) -> Candidate:
+    """argmin bypass; ties -> lower kl -> lower layer (spec §2.7)."""
+    return min(survivors, key=Candidate.key)
+
+
 def select_direction(
     model: torch.nn.Module,
     fmt: ChatFormat,
@@ -109,9 +131,10 @@ def select_direction(
     harmful_val: Sequence[str],
     harmless_val: Sequence[str],
     refusal_ids: Sequence[int],
-    cfg: SelectConfig = SelectConfig(),
+    cfg: SelectConfig | None = None,
 ) -> Selection:
     """Score candidates r [n_pos, n_layers, d] and pick one. Raises if none survives the filters."""
+    cfg = cfg or SelectConfig()
     n_pos, n_layers, _ = r.shape
     if not harmful_val or not harmless_val:
         raise AlignlabError("empty validation prompt set: selection needs harmful and harmless val prompts")
@@ -134,24 +157,54 @@ def select_direction(
     for cand in tqdm(finalists, desc="score candidates", disable=None, leave=False):
         full.score(cand, r)
         cand.stage = "full"
-    survivors = [c for c in finalists if c.passes(cfg)]
-    relaxed = False
-    if not survivors:
-        if cfg.on_empty == "relax":
-            survivors = [c for c in finalists if math.isfinite(c.bypass) and c.kl <= cfg.kl_max]
-            relaxed = True
-        if not survivors:
-            best = sorted(finalists, key=lambda c: c.bypass)[:10]
-            listing = "; ".join(f"(pos {c.position}, layer {c.layer}) bypass {c.bypass:.2f} kl {c.kl:.3f} "
-                                f"induce {c.induce:.2f}" for c in best)
-            raise AlignlabError(f"no candidate passes kl <= {cfg.kl_max} and induce > {cfg.induce_min}: {listing} "
-                                "(loosen --kl-max/--induce-min or use --on-empty relax)")
-    chosen = min(survivors, key=Candidate.key)
+    survivors, relaxed = filter_candidates(finalists, cfg)
+    screening_generates = COUNTER.generates - start_generates
+    chosen = pick(survivors)
+    notes: list[str] = []
+    if cfg.confirm_k > 0:
+        chosen, notes = _confirm(model, fmt, r, sorted(survivors, key=Candidate.key)[: cfg.confirm_k],
+                                 harmful_val, cfg)
     return Selection(
         candidates=cands, chosen=chosen, baseline_harmful=full.baseline_harmful,
         baseline_harmless=full.baseline_harmless, forwards=COUNTER.forwards - start_forwards,
-        generates=COUNTER.generates - start_generates, n_layers=n_layers, n_pos=n_pos, relaxed=relaxed,
+        generates=screening_generates, n_layers=n_layers, n_pos=n_pos, relaxed=relaxed, notes=notes,
     )
+
+
+def _confirm(model, fmt: ChatFormat, r: torch.Tensor, top: list[Candidate], harmful_val: Sequence[str],
+             cfg: SelectConfig) -> tuple[Candidate, list[str]]:
+    """Greedy generation on harmful val for the top survivors: lowest substring refusal rate wins (ties keep
+    screening order); a candidate more degenerate than the baseline by > 5 points is disqualified."""
+    from alignlab.models.generate import generate_greedy
+    from alignlab.refusal.degenerate import flag_outputs
+    from alignlab.refusal.judge import SubstringJudge
+
+    judge = SubstringJudge("rd")
+    texts = list(harmful_val)
+
+    def run(context) -> tuple[float, float]:
+        COUNTER.generates += 1
+        with context:
+            replies = generate_greedy(model, fmt, texts, cfg.confirm_tokens, cfg.batch_size, progress=False)
+        responses = [x.text for x in replies]
+        refused = [v.label == "refusal" for v in judge.judge(texts, responses)]
+        flags = flag_outputs(responses, [x.finished for x in replies], texts)
+        return sum(refused) / len(refused), sum(f.degenerate for f in flags) / len(flags)
+
+    from contextlib import nullcontext
+
+    _, base_degenerate = run(nullcontext())
+    results = []
+    notes = []
+    for cand in top:
+        refusal, degenerate = run(ablate(model, r[cand.position, cand.layer].float()))
+        notes.append(f"confirm (pos {cand.position}, layer {cand.layer}): refusal {refusal:.2f}, "
+                     f"degenerate {degenerate:.2f} (baseline {base_degenerate:.2f})")
+        if degenerate <= base_degenerate + 0.05:
+            results.append((refusal, len(results), cand))
+    if not results:
+        return top[0], [*notes, "every confirmed candidate was degenerate; kept the screening pick"]
+    return min(results, key=lambda t: (t[0], t[1]))[2], notes
 
 
 def chosen_direction(r: torch.Tensor, cand: Candidate) -> torch.Tensor:

@@ -1,0 +1,133 @@
+"""`alignlab refusal ...`: run the pipeline, or one stage of it, and use a direction interactively."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_MODEL = "smollm2-135m-refusal"
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    from alignlab.config import add_dataclass_args
+    from alignlab.models.cli import add_model_options
+    from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig
+
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                   help=f"embedded name, HF id, directory or .gguf (default: {DEFAULT_MODEL})")
+    p.add_argument("--out", default="runs/refusal", help="run directory (artifacts; reused to resume)")
+    p.add_argument("--fallback-template", action="store_true",
+                   help="use 'User: ...\\n\\nAssistant:' when the tokenizer has no chat template")
+    p.add_argument("--no-export", action="store_true", help="do not save the edited model")
+    add_model_options(p)
+    add_dataclass_args(p, PromptConfig)
+    add_dataclass_args(p, SelectConfig)
+    add_dataclass_args(p, EditConfig)
+    add_dataclass_args(p, EvalConfig, prefix="eval-")
+
+
+def _config(args: argparse.Namespace, stop_after: str | None):
+    from pathlib import Path
+
+    from alignlab.config import from_args
+    from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig
+    from alignlab.refusal.pipeline import RunConfig
+
+    return RunConfig(
+        model=args.model, out=Path(args.out), prompts=from_args(PromptConfig, args),
+        select=from_args(SelectConfig, args), edit=from_args(EditConfig, args),
+        eval=from_args(EvalConfig, args, prefix="eval-"), device=args.device, dtype=args.dtype,
+        chat_template=args.chat_template, fallback_template=args.fallback_template,
+        export=not args.no_export, stop_after=stop_after,
+    )
+
+
+def _run(stop_after: str | None):
+    def handler(args: argparse.Namespace) -> int:
+        from alignlab.refusal.run import run_pipeline
+
+        report = run_pipeline(_config(args, stop_after))
+        out = args.out
+        if not report:
+            print(f"stages up to {stop_after} done; artifacts in {out}")
+            return 0
+        rates = report["refusal_rate"]
+        sel = report["selected"]
+        print(f"selected layer {sel['layer']} position {sel['position']}: bypass {sel['bypass']:.2f}, "
+              f"induce {sel['induce']:.2f}, KL {sel['kl']:.3f}")
+        print(f"{'condition':<10} {'harmful':>8} {'harmless':>9}")
+        for cond in ("base", "ablated", "edited", "added"):
+            r = rates.get(cond, {})
+            print(f"{cond:<10} {r.get('harmful', float('nan')):>8.2f} {r.get('harmless', float('nan')):>9.2f}")
+        print(f"edit max |Δlogit| vs hooks: {report['edit_max_abs_logit_diff']:.2e}  "
+              f"(exact: {report['exact_equivalence']})")
+        print(f"report: {out}/report.html  ({out}/report.json)")
+        return 0
+
+    return handler
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from safetensors.torch import load_file
+
+    from alignlab.errors import AlignlabError
+    from alignlab.models.chat import chat_format
+    from alignlab.models.cli import load_from_args
+    from alignlab.models.generate import generate_greedy
+    from alignlab.refusal.intervene import ablate, add_direction
+
+    try:
+        tensors = load_file(args.direction)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise AlignlabError(f"cannot read direction file {args.direction}: expected a safetensors file "
+                            "(e.g. RUN/direction.safetensors)") from exc
+    if "direction" not in tensors:
+        raise AlignlabError(f"{args.direction} has no 'direction' tensor")
+    direction = tensors["direction"].float()
+    lm = load_from_args(args)
+    fmt = chat_format(lm.tokenizer, args.system_prompt)
+    if args.add:
+        if args.layer is None:
+            raise AlignlabError("--add needs --layer (the selected layer is in RUN/selection.json)")
+        context = lambda: add_direction(lm.model, direction, args.layer, args.coeff)  # noqa: E731
+    else:
+        context = lambda: ablate(lm.model, direction)  # noqa: E731
+    prompts = [args.prompt] if args.prompt else None
+    while True:
+        batch = prompts or [input("you> ").strip()]
+        if not batch[0]:
+            return 0
+        with context():
+            reply = generate_greedy(lm.model, fmt, batch, args.max_new_tokens, 1, progress=False)[0]
+        print(reply.text)
+        if prompts or not sys.stdin.isatty():
+            return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("refusal", help="find, ablate, add and bake in the refusal direction")
+    p.set_defaults(group_parser=p)
+    cmds = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, stop, text in (
+        ("run", None, "all stages: data, tokens, extract, select, edit, evaluate, export, report"),
+        ("extract", "extract", "difference-of-means candidates at every layer and post-instruction position"),
+        ("select", "select", "extract + select the direction (bypass / induce / KL)"),
+        ("edit", "edit", "... + orthogonalise the weights and measure the gap to hook ablation"),
+        ("evaluate", None, "... + held-out generations, rates, KL/CE, export and report (same as run)"),
+    ):
+        c = cmds.add_parser(name, help=text, description=text)
+        _add_run_options(c)
+        c.set_defaults(func=_run(stop))
+    a = cmds.add_parser("ablate", help="chat with the direction ablated (or added)")
+    a.add_argument("model", nargs="?", default=DEFAULT_MODEL)
+    a.add_argument("--direction", required=True, help="direction.safetensors from a run directory")
+    a.add_argument("--prompt", default=None, help="one prompt (default: interactive chat)")
+    a.add_argument("--add", action="store_true", help="add the direction instead of ablating it")
+    a.add_argument("--layer", type=int, default=None, help="layer for --add")
+    a.add_argument("--coeff", type=float, default=1.0, help="coefficient for --add")
+    a.add_argument("--system-prompt", default=None)
+    a.add_argument("--max-new-tokens", type=int, default=128)
+    from alignlab.models.cli import add_model_options
+
+    add_model_options(a)
+    a.set_defaults(func=_ablate)

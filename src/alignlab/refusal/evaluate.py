@@ -1,0 +1,142 @@
+"""Held-out evaluation of the refusal direction (spec §3): generations per condition, judge, rates with
+Wilson intervals per category, degeneracy flags, first-token KL and CE on harmless completions.
+
+Conditions: ``base``; ``ablated`` (hook ablation everywhere); ``edited`` (orthogonalised weights);
+``added`` (+c·r at the selected layer: induces refusal). Judges see only the response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from alignlab.data import Prompt
+from alignlab.models.chat import ChatFormat
+from alignlab.refusal.degenerate import flag_outputs, flag_rates
+from alignlab.refusal.forward import COUNTER, logprobs_for, position_ids
+from alignlab.refusal.judge import Judge
+from alignlab.refusal.score import first_token_kl
+from alignlab.refusal.stats import Rate, mcnemar_exact, rate_of
+
+
+@dataclass
+class Generated:
+    condition: str
+    split: str
+    prompts: list[Prompt]
+    responses: list[str]
+    finished: list[bool]
+    refused: list[bool]
+
+    @property
+    def rate(self) -> Rate:
+        return rate_of(self.refused)
+
+    def per_category(self) -> dict[str, Rate]:
+        cats = sorted({p.category for p in self.prompts})
+        return {c: rate_of([r for p, r in zip(self.prompts, self.refused) if p.category == c]) for c in cats}
+
+    def flags(self) -> dict[str, float]:
+        return flag_rates(flag_outputs(self.responses, self.finished, [p.text for p in self.prompts]))
+
+
+def generate(
+    model: torch.nn.Module,
+    fmt: ChatFormat,
+    prompts: Sequence[Prompt],
+    *,
+    condition: str,
+    split: str,
+    judge: Judge,
+    max_new_tokens: int,
+    batch_size: int,
+    context: Callable[[], AbstractContextManager] | None = None,
+) -> Generated:
+    """Greedy generations for ``prompts`` under ``context`` (a hook context factory), judged."""
+    from alignlab.models.generate import generate_greedy
+
+    texts = [p.text for p in prompts]
+    with (context or nullcontext)():
+        COUNTER.generates += 1
+        replies = generate_greedy(model, fmt, texts, max_new_tokens, batch_size, progress=True)
+    responses = [r.text for r in replies]
+    verdicts = judge.judge(texts, responses)
+    refused = [v.label == "refusal" for v in verdicts]
+    return Generated(condition, split, list(prompts), responses, [r.finished for r in replies], refused)
+
+
+def completion_ce(
+    model: torch.nn.Module,
+    fmt: ChatFormat,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    batch_size: int,
+    context: Callable[[], AbstractContextManager] | None = None,
+) -> float:
+    """Mean cross-entropy (nats/token) of ``completions`` given their prompts, response tokens only."""
+    tok = fmt.tokenizer
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with (context or nullcontext)(), torch.no_grad():
+        for start in range(0, len(prompts), batch_size):
+            rows = []
+            for p, c in zip(prompts[start:start + batch_size], completions[start:start + batch_size]):
+                prompt_ids = tok(fmt.render(p), add_special_tokens=False)["input_ids"]
+                comp_ids = tok(c, add_special_tokens=False)["input_ids"]
+                if comp_ids:
+                    rows.append((prompt_ids, comp_ids))
+            if not rows:
+                continue
+            width = max(len(a) + len(b) for a, b in rows)
+            pad = tok.pad_token_id or 0
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            target_mask = torch.zeros_like(ids, dtype=torch.bool)
+            for i, (a, b) in enumerate(rows):
+                seq = a + b
+                ids[i, width - len(seq):] = torch.tensor(seq)
+                mask[i, width - len(seq):] = 1
+                target_mask[i, width - len(b):] = True
+            ids, mask, target_mask = ids.to(device), mask.to(device), target_mask.to(device)
+            COUNTER.forwards += 1
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits
+            logp = torch.log_softmax(logits[:, :-1].double(), -1)  # predicts tokens 1..
+            nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+            sel = target_mask[:, 1:]
+            total += float(nll[sel].sum())
+            count += int(sel.sum())
+    return total / max(count, 1)
+
+
+def harmless_kl(
+    model: torch.nn.Module,
+    fmt: ChatFormat,
+    prompts: Sequence[str],
+    batch_size: int,
+    base: torch.Tensor,
+    context: Callable[[], AbstractContextManager] | None = None,
+) -> float:
+    """Mean first-token KL(base || condition) over ``prompts``; ``base`` are the base log-probs."""
+    lp = logprobs_for(model, fmt, prompts, batch_size, (context or nullcontext)())
+    return float(first_token_kl(base, lp).mean())
+
+
+def summarise(gens: Sequence[Generated], base_by_split: dict[str, Generated]) -> dict[str, Any]:
+    """JSON-ready rates, intervals, per-category rates, flags and McNemar p-values vs base."""
+    out: dict[str, Any] = {}
+    for g in gens:
+        entry = {
+            "rate": g.rate.rate, "k": g.rate.k, "n": g.rate.n, "wilson95": [g.rate.low, g.rate.high],
+            "per_category": {c: {"rate": r.rate, "k": r.k, "n": r.n, "wilson95": [r.low, r.high], "low_n": r.low_n}
+                             for c, r in g.per_category().items()},
+            "flags": g.flags(),
+        }
+        base = base_by_split.get(g.split)
+        if base is not None and g is not base and [p.text for p in base.prompts] == [p.text for p in g.prompts]:
+            entry["mcnemar_p_vs_base"] = mcnemar_exact(base.refused, g.refused)
+        out.setdefault(g.condition, {})[g.split] = entry
+    return out

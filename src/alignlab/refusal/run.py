@@ -1,0 +1,136 @@
+"""Evaluate, export and report stages, and the whole-pipeline driver."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from alignlab import __version__
+from alignlab.refusal.artifacts import RunDir, key_of
+from alignlab.refusal.evaluate import Generated, completion_ce, generate, harmless_kl, summarise
+from alignlab.refusal.forward import logprobs_for
+from alignlab.refusal.intervene import ablate, add_direction
+from alignlab.refusal.judge import SubstringJudge
+from alignlab.refusal.pipeline import (
+    STAGES,
+    RunConfig,
+    RunState,
+    load,
+    stage_data,
+    stage_edit,
+    stage_extract,
+    stage_select,
+    stage_tokens,
+)
+from alignlab.refusal.prompts import PromptSets
+from alignlab.refusal.select import Candidate
+
+
+def stage_evaluate(state: RunState, sets: PromptSets, chosen: Candidate, direction: torch.Tensor,
+                   edited: torch.nn.Module) -> dict[str, Any]:
+    cfg = state.cfg.eval
+    key = key_of(state.keys["edit"], asdict(cfg), state.keys["data"])
+    state.keys["evaluate"] = key
+    cached = state.run.load_json("evaluation.json", key)
+    if cached is not None:
+        state.timings["evaluate"] = cached["seconds"]
+        return cached
+    assert state.lm is not None and state.fmt is not None
+    start = time.perf_counter()
+    model, fmt, judge = state.lm.model, state.fmt, SubstringJudge(cfg.judge)
+    d = direction.float()
+    contexts = {
+        "base": (model, None),
+        "ablated": (model, lambda: ablate(model, d)),
+        "edited": (edited, None),
+        "added": (model, lambda: add_direction(model, d, chosen.layer, cfg.actadd_coeff)),
+    }
+    gens: list[Generated] = []
+    for condition, (m, ctx) in contexts.items():
+        for split in ("harmful", "harmless"):
+            prompts = getattr(sets, split)["test"]
+            gens.append(generate(m, fmt, prompts, condition=condition, split=split, judge=judge,
+                                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, context=ctx))
+    base = {g.split: g for g in gens if g.condition == "base"}
+    harmless_texts = sets.texts("harmless", "test")
+    base_lp = logprobs_for(model, fmt, harmless_texts, cfg.batch_size)
+    kl = {c: harmless_kl(m, fmt, harmless_texts, cfg.batch_size, base_lp, ctx)
+          for c, (m, ctx) in contexts.items() if c != "base"}
+    ce = {}
+    if cfg.ce:
+        completions = base["harmless"].responses
+        ce = {c: completion_ce(m, fmt, harmless_texts, completions, cfg.batch_size, ctx)
+              for c, (m, ctx) in contexts.items()}
+    samples = {g.condition + "/" + g.split: [{"prompt": p.text, "category": p.category, "response": r,
+                                              "refusal": f} for p, r, f in zip(g.prompts, g.responses, g.refused)]
+               for g in gens}
+    obj = {"summary": summarise(gens, base), "kl_harmless": kl, "ce_harmless": ce, "samples": samples,
+           "judge": judge.name, "max_new_tokens": cfg.max_new_tokens,
+           "refusal_rate": {g.condition: {} for g in gens}, "seconds": round(time.perf_counter() - start, 3)}
+    for g in gens:
+        obj["refusal_rate"][g.condition][g.split] = g.rate.rate
+    state.run.save_json("evaluation.json", key, obj)
+    state.timings["evaluate"] = obj["seconds"]
+    return obj
+
+
+def stage_export(state: RunState, edited: torch.nn.Module, chosen: Candidate, direction: torch.Tensor) -> dict:
+    from alignlab.refusal.export import export_model
+
+    key = key_of(state.keys["edit"])
+    cached = state.run.load_json("export.json", key)
+    if cached is not None and (state.run.file("model") / "config.json").is_file():
+        state.timings["export"] = cached["seconds"]
+        return cached
+    assert state.lm is not None and state.fmt is not None
+    start = time.perf_counter()
+    provenance = {"source_model": state.cfg.model, "layer": chosen.layer, "position": chosen.position,
+                  "scores": {"bypass": chosen.bypass, "induce": chosen.induce, "kl": chosen.kl},
+                  "direction": direction.tolist(), "alignlab_version": __version__,
+                  "edit": state.results.get("edit", {})}
+    probe = state.fmt.encode(["Hello", "How do I bake bread?"], device=state.lm.device)
+    diff = export_model(edited, state.lm.tokenizer, state.run.file("model"), provenance, probe)
+    obj = {"path": str(state.run.file("model")), "reload_max_abs_logit_diff": diff,
+           "seconds": round(time.perf_counter() - start, 3)}
+    state.run.save_json("export.json", key, obj)
+    state.timings["export"] = obj["seconds"]
+    return obj
+
+
+def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
+    """Run (or resume) every stage; returns the report dict (also written as report.json/html/md)."""
+    from alignlab.refusal.report import write_report
+
+    state = RunState(cfg, RunDir(cfg.out))
+    state.run.save_json("run.json", "config", {"config": json.loads(json.dumps(asdict(cfg), default=str)),
+                                               "alignlab_version": __version__})
+    sets = stage_data(state)
+    if cfg.stop_after == "data":
+        return {}
+    start = time.perf_counter()
+    load(state)
+    state.timings["load"] = round(time.perf_counter() - start, 3)
+    ids = stage_tokens(state, sets)
+    r = stage_extract(state, sets, ids)
+    if cfg.stop_after == "extract":
+        return {}
+    chosen = stage_select(state, sets, ids, r)
+    direction = r[chosen.position, chosen.layer]
+    if cfg.stop_after == "select":
+        return {}
+    edited = stage_edit(state, sets, direction)
+    if cfg.stop_after == "edit":
+        return {}
+    evaluation = stage_evaluate(state, sets, chosen, direction, edited)
+    export = stage_export(state, edited, chosen, direction) if cfg.export else None
+    start = time.perf_counter()
+    report = write_report(state, chosen, evaluation, export)
+    state.timings["report"] = round(time.perf_counter() - start, 3)
+    return report
+
+
+__all__ = ["STAGES", "RunConfig", "run_pipeline"]
