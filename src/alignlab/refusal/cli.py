@@ -19,6 +19,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fallback-template", action="store_true",
                    help="use 'User: ...\\n\\nAssistant:' when the tokenizer has no chat template")
     p.add_argument("--no-export", action="store_true", help="do not save the edited model")
+    p.add_argument("--export-gguf", action="store_true",
+                   help="also write RUN/model.gguf (llama family, F16) and verify it by reading it back")
     add_model_options(p)
     add_dataclass_args(p, PromptConfig)
     add_dataclass_args(p, SelectConfig)
@@ -38,7 +40,7 @@ def _config(args: argparse.Namespace, stop_after: str | None):
         select=from_args(SelectConfig, args), edit=from_args(EditConfig, args),
         eval=from_args(EvalConfig, args, prefix="eval-"), device=args.device, dtype=args.dtype,
         chat_template=args.chat_template, fallback_template=args.fallback_template,
-        export=not args.no_export, stop_after=stop_after,
+        export=not args.no_export, export_gguf=args.export_gguf, stop_after=stop_after,
     )
 
 

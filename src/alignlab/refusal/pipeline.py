@@ -43,6 +43,7 @@ class RunConfig:
     chat_template: str | None = None
     fallback_template: bool = False
     export: bool = True
+    export_gguf: bool = False
     stop_after: str | None = None
 
 

@@ -81,7 +81,7 @@ def stage_evaluate(state: RunState, sets: PromptSets, chosen: Candidate, directi
 def stage_export(state: RunState, edited: torch.nn.Module, chosen: Candidate, direction: torch.Tensor) -> dict:
     from alignlab.refusal.export import export_model
 
-    key = key_of(state.keys["edit"])
+    key = key_of(state.keys["edit"], state.cfg.export_gguf)
     cached = state.run.load_json("export.json", key)
     if cached is not None and (state.run.file("model") / "config.json").is_file():
         state.timings["export"] = cached["seconds"]
@@ -94,8 +94,13 @@ def stage_export(state: RunState, edited: torch.nn.Module, chosen: Candidate, di
                   "edit": state.results.get("edit", {})}
     probe = state.fmt.encode(["Hello", "How do I bake bread?"], device=state.lm.device)
     diff = export_model(edited, state.lm.tokenizer, state.run.file("model"), provenance, probe)
-    obj = {"path": str(state.run.file("model")), "reload_max_abs_logit_diff": diff,
-           "seconds": round(time.perf_counter() - start, 3)}
+    obj = {"path": str(state.run.file("model")), "reload_max_abs_logit_diff": diff}
+    if state.cfg.export_gguf:
+        from alignlab.refusal.gguf_export import export_gguf, read_back
+
+        gguf_path = export_gguf(edited, state.lm.tokenizer, state.run.file("model.gguf"))
+        obj.update(gguf=str(gguf_path), gguf_max_abs_diff=read_back(gguf_path, edited))
+    obj["seconds"] = round(time.perf_counter() - start, 3)
     state.run.save_json("export.json", key, obj)
     state.timings["export"] = obj["seconds"]
     return obj
