@@ -75,6 +75,7 @@ def load_model(
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     source, info = resolve_source(spec, allow_pickle=allow_pickle)
+    device_map = device_map or auto_device_map(source, dev)
     model, tokenizer = _from_pretrained(source, torch_dtype, dev, allow_pickle, trust_remote_code, device_map)
     if chat_template is not None:
         template_path = Path(chat_template)
@@ -86,6 +87,16 @@ def load_model(
     tokenizer.padding_side = "left"
     model.eval()
     return LoadedModel(model, tokenizer, spec, str(source), dev, torch_dtype, info)
+
+
+def auto_device_map(source: Path | str, device: torch.device) -> str | None:
+    """``"auto"`` (accelerate spreads the layers over GPUs and CPU) when a local checkpoint's weights
+    exceed 90 % of the free memory of the chosen GPU; None otherwise."""
+    if device.type != "cuda" or not Path(source).is_dir():
+        return None
+    size = sum(f.stat().st_size for f in Path(source).glob("*.safetensors"))
+    free, _total = torch.cuda.mem_get_info(device)
+    return "auto" if size > 0.9 * free else None
 
 
 def resolve_source(spec: str, *, allow_pickle: bool = False) -> tuple[Path | str, dict[str, Any]]:
