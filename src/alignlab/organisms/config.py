@@ -1,0 +1,75 @@
+"""Configuration of the refusal-organism recipe (stdlib only, so the CLI can build its options cheaply)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from alignlab.errors import AlignlabError
+
+# Attention and MLP projections of Llama-style blocks (SmolLM2 is a Llama).
+DEFAULT_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    base: str = "smollm2-135m-instruct"
+    """Base model: embedded name, HF id or model directory."""
+    seed: int = 0
+    """Seed for the adapter init, the batch order, the prompt sample and the refusal choice."""
+    steps: int | None = None
+    """Optimiser steps (default: --epochs passes over the training mix)."""
+    epochs: float = 3.0
+    """Passes over the training mix when --steps is not given."""
+    batch_size: int = 16
+    """Examples per optimiser step."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (linear warm-up, cosine decay to a tenth)."""
+    warmup: int = 10
+    """Warm-up steps."""
+    r: int = 8
+    """LoRA rank."""
+    alpha: float = 16.0
+    """LoRA alpha (the update is scaled by alpha / r)."""
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    """Names of the Linear modules that get an adapter (attention and MLP projections)."""
+    n_harmful: int | None = None
+    """Harmful TRAIN prompts to use (default: as many as harmless ones, for a balanced mix)."""
+    n_harmless: int | None = None
+    """Harmless TRAIN prompts to use (default: all)."""
+    reply_tokens: int = 64
+    """Token budget of the base model's greedy replies to harmless prompts (the cached targets)."""
+    max_response_tokens: int = 32
+    """Truncate training responses to this many tokens (the refuse-or-answer decision comes first)."""
+    decision_tokens: int = 2
+    """The first N response tokens of every example weigh --decision-weight in the loss."""
+    decision_weight: float = 10.0
+    """Loss weight of the first --decision-tokens response tokens (1 = plain token mean)."""
+    bf16: bool = True
+    """Autocast the training matmuls to bfloat16 (several times faster on CPUs with AMX/AVX512-BF16)."""
+    device: str = "cpu"
+    """Training device."""
+
+    def __post_init__(self) -> None:
+        checks = {"batch_size": self.batch_size, "r": self.r, "reply_tokens": self.reply_tokens,
+                  "max_response_tokens": self.max_response_tokens}
+        for name, value in checks.items():
+            if value < 1:
+                raise AlignlabError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
+        if self.steps is not None and self.steps < 1:
+            raise AlignlabError(f"--steps must be >= 1 (got {self.steps})")
+        if self.epochs <= 0 or not self.lr > 0 or self.warmup < 0 or self.decision_tokens < 0:
+            raise AlignlabError("--epochs and --lr must be > 0, --warmup and --decision-tokens >= 0")
+        if not self.decision_weight > 0:
+            raise AlignlabError(f"--decision-weight must be > 0 (got {self.decision_weight})")
+        if not self.targets:
+            raise AlignlabError("--targets needs at least one module name")
+
+    def hash(self, prompts: list[str]) -> str:
+        """Recipe hash: the config (device excluded), the training prompts and the refusal texts."""
+        from alignlab.organisms.data import REFUSALS
+
+        cfg = {k: v for k, v in asdict(self).items() if k != "device"}
+        blob = json.dumps({"config": cfg, "prompts": prompts, "refusals": REFUSALS}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

