@@ -52,9 +52,9 @@ class SelectConfig:
     """Keep candidates whose first-token KL on harmless val is at most this (RD: 0.1)."""
     induce_min: float = 0.0
     """Keep candidates whose induce score on harmless val exceeds this (RD: 0)."""
-    screen_n: int = 12
+    screen_n: int = 6
     """Prompts per side in the cheap screening pass over every candidate (0: no screening)."""
-    full_k: int = 12
+    full_k: int = 8
     """Candidates that get full scoring on the whole val set after screening."""
     confirm_k: int = 0
     """Confirm the best K survivors by greedy generation on harmful val (0 reproduces RD's rule)."""
