@@ -20,7 +20,7 @@ def test_default_lm_round_trip_in_fresh_process(tmp_path):
 
     model = load_reference_lm("smollm2-135m-instruct", wctx=32)  # small window: exercises the restart
     samples = {
-        "md": (ROOT / "docs" / "HELPERS.md").read_bytes()[:150],
+        "md": (ROOT / "README.md").read_bytes()[:150],
         "py": (ROOT / "src" / "alignlab" / "exfil" / "arith.py").read_bytes()[:120],
     }
     for name, data in samples.items():

@@ -1,7 +1,7 @@
 """User prompt files: .txt, .jsonl, .json, .csv, .parquet and ``hf:<name>[@revision][:split][#column]``.
 
 Every problem with a file is a one-line ``DataError`` of the form ``<file>:<line>: <what>; <fix>``
-(spec §2.1; HELPERS.md). Category defaults to the file stem when the record has none.
+(spec §2.1). Category defaults to the file stem when the record has none.
 """
 
 from __future__ import annotations
