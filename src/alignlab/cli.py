@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"alignlab: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("alignlab: interrupted (completed stages are kept; run again to resume)", file=sys.stderr)
         return 130
