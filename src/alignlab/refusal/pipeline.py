@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from alignlab import __version__
 from alignlab.models.anatomy import map_model
 from alignlab.models.chat import ChatFormat, chat_format
 from alignlab.models.loading import LoadedModel, load_model
@@ -223,4 +222,4 @@ def _max_logit_gap(state: RunState, edited: torch.nn.Module, direction: torch.Te
 
 
 __all__ = ["STAGES", "RunConfig", "RunState", "stage_data", "stage_edit", "stage_extract", "stage_select",
-           "stage_tokens", "load", "__version__"]
+           "stage_tokens", "load"]

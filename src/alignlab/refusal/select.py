@@ -75,7 +75,6 @@ class _Scorer:
         self.model, self.ids = model, list(ids)
         self.anatomy = map_model(model)
         device = next(model.parameters()).device
-        self.n_h = len(harmful)
         self.enc_all = fmt.encode(list(harmful) + list(harmless), device=device, strict=False)
         self.n_h = sum(1 for i in self.enc_all.kept if i < len(harmful))
         kept_harmless = [i - len(harmful) for i in self.enc_all.kept if i >= len(harmful)]
