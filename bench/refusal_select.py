@@ -20,6 +20,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-refusal")
     parser.add_argument("--naive-sample", type=int, default=12)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--kl-max", type=float, default=0.5, help="KL bound (the 135M default needs ~0.5)")
+    parser.add_argument("--run", default=None, help="reuse tokens.json + directions.safetensors of a run dir")
     args = parser.parse_args()
 
     from alignlab.models import load_model
@@ -36,26 +38,36 @@ def main() -> None:
     fmt = chat_format(lm.tokenizer)
     sets = build_prompt_sets(PromptConfig())
     t0 = time.perf_counter()
-    tokens = calibrate_refusal_tokens(fmt, logprobs_for(lm.model, fmt, sets.texts("harmful", "train")[:64], 32),
-                                      logprobs_for(lm.model, fmt, sets.texts("harmless", "train")[:64], 32))
-    ds = extract_directions(lm.model, fmt, sets.texts("harmful", "train"), sets.texts("harmless", "train"), tokens.ids)
+    if args.run:
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        ids = json.loads((Path(args.run) / "tokens.json").read_text())["ids"]
+        r = load_file(str(Path(args.run) / "directions.safetensors"))["r"]
+    else:
+        tokens = calibrate_refusal_tokens(fmt, logprobs_for(lm.model, fmt, sets.texts("harmful", "train")[:64], 32),
+                                          logprobs_for(lm.model, fmt, sets.texts("harmless", "train")[:64], 32))
+        ids = list(tokens.ids)
+        r = extract_directions(lm.model, fmt, sets.texts("harmful", "train"), sets.texts("harmless", "train"), ids).r
     t_extract = time.perf_counter() - t0
-    cfg = SelectConfig(on_empty="relax")
-    n_pos, n_layers, _ = ds.r.shape
+    cfg = SelectConfig(kl_max=args.kl_max)
+    n_pos, n_layers, _ = r.shape
     n_candidates = n_pos * int(n_layers * (1 - cfg.prune_frac))
 
     t0 = time.perf_counter()
-    sel = select_direction(lm.model, fmt, ds.r, sets.texts("harmful", "val"), sets.texts("harmless", "val"),
-                           tokens.ids, cfg)
+    sel = select_direction(lm.model, fmt, r, sets.texts("harmful", "val"), sets.texts("harmless", "val"),
+                           ids, cfg)
     t_select = time.perf_counter() - t0
 
-    scorer = _Scorer(lm.model, fmt, sets.texts("harmful", "val"), sets.texts("harmless", "val"), tokens.ids, 32)
+    scorer = _Scorer(lm.model, fmt, sets.texts("harmful", "val"), sets.texts("harmless", "val"), ids, 32)
     rng = random.Random(0)
     live = [(p - n_pos, layer) for layer in range(int(n_layers * (1 - cfg.prune_frac))) for p in range(n_pos)]
     sample = rng.sample(live, min(args.naive_sample, len(live)))
     t0 = time.perf_counter()
     for pos, layer in sample:
-        scorer.score(Candidate(pos, layer), ds.r)
+        scorer.score(Candidate(pos, layer), r)
     t_naive_each = (time.perf_counter() - t0) / len(sample)
     t_naive = t_naive_each * n_candidates
 
