@@ -137,6 +137,16 @@ class ContextConfig:
             raise AlignlabError(f"context_size must be >= 2, got {self.context_size}")
 
 
+def iter_id_batches(texts: Iterable[str], tokenizer: Any, cfg: ContextConfig, batch_contexts: int) -> Iterator[Tensor]:
+    """Full batches of ``batch_contexts`` context windows as [batch, seq] int64 ids (a last partial batch is dropped)."""
+    group: list[list[int]] = []
+    for window in iter_contexts(texts, tokenizer, cfg):
+        group.append(window)
+        if len(group) == batch_contexts:
+            yield torch.tensor(group, dtype=torch.long)
+            group = []
+
+
 def iter_contexts(texts: Iterable[str], tokenizer: Any, cfg: ContextConfig, docs_per_call: int = 64) -> Iterator[list[int]]:
     """Pack documents (separated by EOS) into windows of ``cfg.context_size`` token ids, BOS first if asked."""
     bos = getattr(tokenizer, "bos_token_id", None)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from alignlab.errors import AlignlabError
-from alignlab.sae.activations import ActivationSource, ContextConfig, Hook, iter_contexts, model_device
+from alignlab.sae.activations import ActivationSource, ContextConfig, Hook, iter_id_batches, model_device
 
 SPEC_MIN_TOKENS = 1_048_576  # spec §5: at least 1M held-out tokens (the Gated paper used > 1M)
 
@@ -165,13 +165,7 @@ def evaluate_saes(model: torch.nn.Module, tokenizer: Any, saes: Sequence[Any], h
     ce_sae, kl_sae = [zero.clone() for _ in saes], [zero.clone() for _ in saes]
     n_tok, n_pred = 0, 0
     bar = _bar(progress, n_target)
-    group: list[list[int]] = []
-    for window in iter_contexts(texts, tokenizer, ctx):
-        group.append(window)
-        if len(group) < cfg.batch_contexts:
-            continue
-        ids_cpu = torch.tensor(group, dtype=torch.long)
-        group = []
+    for ids_cpu in iter_id_batches(texts, tokenizer, ctx, cfg.batch_contexts):
         keep_cpu = src.keep_mask(ids_cpu)
         _eval_batch(model, src, hook, saes, accs, ids_cpu.to(device), keep_cpu.to(device), lm, ce_sae, kl_sae)
         rows = int(keep_cpu.sum())

@@ -22,7 +22,7 @@ from alignlab.sae.activations import (
     ContextConfig,
     Hook,
     hook_of_sae,
-    iter_contexts,
+    iter_id_batches,
     model_device,
     run_to_hook,
 )
@@ -147,18 +147,13 @@ def scan_latents(model: torch.nn.Module, tokenizer: Any, sae: Any, hook: Hook, t
     mom = {k2: torch.zeros(n, dtype=torch.float64, device=device) for k2 in ("f", "f2", "fp")}
     p_sum = p2_sum = 0.0
     ids_all, rctx, rpos = [], [], []
-    rows_done, group, n_ctx = 0, [], 0
+    rows_done, n_ctx = 0, 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.tokens, disable=None, desc="sae inspect", unit="tok", unit_scale=True)
-    for window in iter_contexts(texts, tokenizer, ctx):
-        group.append(window)
-        if len(group) < cfg.batch_contexts:
-            continue
-        ids = torch.tensor(group, dtype=torch.long)
-        group = []
+    for ids in iter_id_batches(texts, tokenizer, ctx, cfg.batch_contexts):
         keep = src.keep_mask(ids)
         x = run_to_hook(model, ids.to(device), hook, anatomy=src.anatomy)[keep.to(device)].float()  # [m, d]
         f = sae.encode(x)  # [m, d_sae]
