@@ -65,6 +65,36 @@ def peak_flops(device: torch.device, d: int, n: int, batch: int) -> tuple[float,
     return 2.0 * a.shape[0] * d * n / best, f"{label} (measured fp32 GEMM, best of 10)"
 
 
+def measured_bf16_peak(device: torch.device) -> float | None:
+    """Median bf16 GEMM rate (8192^3) on a GPU, the ceiling gpu_anchor.py reports; None on CPU."""
+    if device.type != "cuda":
+        return None
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn_like(a)
+    times = []
+    for i in range(13):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        if i >= 3:
+            times.append(time.perf_counter() - t)
+    return 2 * 8192**3 / sorted(times)[len(times) // 2]
+
+
+def profile_step(arch: str, batches: list[torch.Tensor], args: argparse.Namespace, device: torch.device) -> None:
+    """Print the torch.profiler kernel table of three training steps of ``arch`` (where the time goes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sub = argparse.Namespace(**{**vars(args), "warmup": 1, "steps": min(3, len(batches) - 1)})
+    ours_tps(arch, batches, sub, device)  # warm the allocator and kernels
+    with profile(activities=acts) as prof:
+        ours_tps(arch, batches, sub, device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -81,9 +111,9 @@ def make_batches(args: argparse.Namespace, device: torch.device) -> list[torch.T
         reps = -(-rows // acts.shape[0])
         acts = acts.repeat(reps, 1)[:rows]
         return [b.to(device) for b in acts.split(args.batch)]
-    g = torch.Generator().manual_seed(0)
-    mix = torch.randn(args.d, args.d, generator=g) / args.d**0.5
-    return [(torch.randn(args.batch, args.d, generator=g) @ mix + 0.1).to(device) for _ in range(n_batches)]
+    g = torch.Generator(device=device).manual_seed(0)  # drawn where they are used (fast on a GPU)
+    mix = torch.randn(args.d, args.d, generator=g, device=device) / args.d**0.5
+    return [torch.randn(args.batch, args.d, generator=g, device=device) @ mix + 0.1 for _ in range(n_batches)]
 
 
 def ours_tps(arch: str, batches: list[torch.Tensor], args: argparse.Namespace, device: torch.device) -> float:
@@ -94,7 +124,8 @@ def ours_tps(arch: str, batches: list[torch.Tensor], args: argparse.Namespace, d
     sae = build_sae(SAEConfig(architecture=arch, d_in=d, d_sae=n, l1_coefficient=1e-3, **kw))
     total = args.warmup + args.steps
     cfg = TrainConfig(total_steps=total, batch_size=args.batch, lr=3e-4, lr_warmup_steps=1, device=str(device),
-                      resample=False, autocast_bf16=args.bf16, norm_estimate_batches=1, log_every=total)
+                      resample=False, autocast_bf16=args.bf16, norm_estimate_batches=1, log_every=total,
+                      compile_kernels=args.compile)
     marks: dict[str, float] = {}
 
     def stream():
@@ -171,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--json", type=str, default=None, help="write the §9.3 JSON records here")
     ap.add_argument("--saelens-path", type=str, default=None, help="extra folder to import sae_lens from")
+    ap.add_argument("--no-compile", dest="compile", action="store_false",
+                    help="eager gated elementwise kernels on CUDA (default: torch.compile, as the trainer does)")
+    ap.add_argument("--profile", default=None, help="print a torch.profiler table of this architecture's step")
     ap.add_argument("--quick", action="store_true",
                     help="batch 512, 3 timed steps, 1 thread unless --threads: about a minute on this CPU")
     args = ap.parse_args(argv)
@@ -187,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     n = args.expansion * d
     peak, card = peak_flops(device, d, n, args.batch)
     have_sl = _import_saelens(args.saelens_path)
+    gemm = measured_bf16_peak(device)
+    if gemm is not None:
+        print(f"# measured bf16 GEMM 8192^3: {gemm / 1e12:.0f} TFLOP/s (the second % column uses it)")
     print(f"# {card}: peak {peak / 1e9:.1f} GFLOP/s | d={d} n={n} batch={args.batch} steps={args.steps} "
           f"threads={torch.get_num_threads()} dtype={'bf16-autocast' if args.bf16 else 'fp32'}")
     records, best = [], {}
@@ -209,19 +246,23 @@ def main(argv: list[str] | None = None) -> int:
     mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
         mem = torch.cuda.max_memory_allocated(device) / 2**20
-    print(f"{'library':<9} {'arch':<10} {'tokens/s':>10} {'% floor':>8} {'floor/token':>12}")
+    print(f"{'library':<9} {'arch':<10} {'tokens/s':>10} {'% floor':>8} {'% GEMM':>7} {'floor/token':>12}")
     for (lib, arch), tps in best.items():
         fl = floor_flops(arch, d, n, args.k)
         frac = fl * tps / peak
-        print(f"{lib:<9} {arch:<10} {tps:>10.0f} {100 * frac:>7.2f}% {fl / 1e6:>9.1f} MF")
+        vs_gemm = 100 * fl * tps / gemm if gemm else None
+        col = f"{vs_gemm:>6.1f}%" if vs_gemm is not None else f"{'-':>7}"
+        print(f"{lib:<9} {arch:<10} {tps:>10.0f} {100 * frac:>7.2f}% {col} {fl / 1e6:>9.1f} MF")
         records.append({"library": lib, "architecture": arch, "card": card, "dtype": "bf16" if args.bf16 else "fp32",
                         "d": d, "n": n, "k": args.k if arch in ("topk", "batchtopk") else None, "tokens_per_s": tps,
-                        "peak_memory_mib": mem, "pct_flop_floor": 100 * frac})
+                        "peak_memory_mib": mem, "pct_flop_floor": 100 * frac, "pct_of_measured_gemm": vs_gemm})
     ratios = {}
     for arch in ("gated", "standard", "topk"):
         if ("saelens", arch) in best and ("alignlab", arch) in best:
             ratios[arch] = best[("alignlab", arch)] / best[("saelens", arch)]
             print(f"{arch}_vs_saelens_ratio={ratios[arch]:.2f}")
+    if args.profile:
+        profile_step(args.profile, batches, args, device)
     if args.json:
         Path(args.json).write_text(json.dumps({"records": records, "ratios": ratios}, indent=2) + "\n")
     print(f"gated_vs_saelens={ratios['gated']:.2f}" if "gated" in ratios else "gated_vs_saelens=n/a")

@@ -67,3 +67,22 @@ def test_training_without_lora_is_an_error():
     model, tok = tiny_model("llama", seed=0)
     with pytest.raises(AlignlabError, match="apply_lora"):
         train_lora(model, _examples(tok), LoopConfig(1, 2, 1e-3, 0, 0), tok.pad_token_id, progress=False)
+
+
+def test_row_weights_give_a_weighted_mean_of_per_example_losses():
+    model, tok = tiny_model("llama", seed=0)
+    ids = torch.randint(5, 250, (2, 8))
+    labels = ids.clone()
+    labels[:, :4] = -100  # 4 response targets per row (positions 4..7)
+    mask = torch.ones_like(ids)
+    per_row = [response_loss(model, ids[i:i + 1], mask[i:i + 1], labels[i:i + 1]) for i in range(2)]
+    weighted = response_loss(model, ids, mask, labels, row_weights=torch.tensor([3.0, 1.0]))
+    torch.testing.assert_close(weighted, (3 * per_row[0] + per_row[1]) / 4, atol=1e-5, rtol=0)
+
+
+def test_harmless_weight_reaches_the_examples():
+    from alignlab.organisms.data import collate
+
+    fmt = chat_format(tiny_model("llama", seed=0)[1])
+    ex = [make_example(fmt, "a", "b", True, "harmful"), make_example(fmt, "c", "d", True, "harmless", weight=2.5)]
+    assert collate(ex, 0).row_weights.tolist() == [1.0, 2.5]

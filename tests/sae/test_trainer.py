@@ -189,3 +189,30 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     for r, sd in zip(res, ddp):
         for k, v in r.sae.state_dict().items():
             torch.testing.assert_close(sd[k], v, rtol=1e-6, atol=1e-6, msg=k)
+
+
+def test_deferred_nan_check_raises_at_the_next_log_step_naming_the_first_bad_step(tmp_path, monkeypatch):
+    import alignlab.sae.slot as slot_mod
+    from alignlab.sae.finite import FiniteGuard
+
+    class Deferred(FiniteGuard):  # what a GPU run does: no sync per step
+        def __init__(self, device, message):
+            super().__init__(device, message, deferred=True)
+
+    monkeypatch.setattr(slot_mod, "FiniteGuard", Deferred)
+    sae = build_sae(SAEConfig(architecture="standard", d_in=D, d_sae=N))
+    real_loss, calls = sae.loss, []
+
+    def loss(x, state):
+        out = real_loss(x, state)
+        calls.append(state.step)
+        if state.step >= 2:
+            out = type(out)(out.total * float("nan"), out.terms, out.feats, out.x_hat, out.penalty_acts)
+        return out
+
+    monkeypatch.setattr(sae, "loss", loss)
+    cfg = _cfg(total_steps=10, log_every=5, checkpoint_every=0, resample_steps=())
+    with pytest.raises(AlignlabError, match="SAE 0 loss became non-finite at step 2"):
+        train_saes([sae], iter(_data(12)), cfg, out_dir=tmp_path / "run", progress=False)
+    assert max(calls) == 4  # raised at the first log step after the failure, not at once
+    assert not (tmp_path / "run" / "sae_0").exists()

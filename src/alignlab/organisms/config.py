@@ -12,6 +12,10 @@ from alignlab.errors import AlignlabError
 DEFAULT_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+# Fields added after recipes were published: left out of the hash at these values, so older hashes still match.
+_HASH_SKIP: dict[str, object] = {"harmless_weight": 1.0}
+
+
 @dataclass(frozen=True)
 class RecipeConfig:
     base: str = "smollm2-135m-instruct"
@@ -46,6 +50,8 @@ class RecipeConfig:
     """The first N response tokens of every example weigh --decision-weight in the loss."""
     decision_weight: float = 10.0
     """Loss weight of the first --decision-tokens response tokens (1 = plain token mean)."""
+    harmless_weight: float = 1.0
+    """Loss weight of harmless examples relative to harmful ones (> 1 trades refusals for less over-refusal)."""
     bf16: bool = True
     """Autocast the training matmuls to bfloat16 (several times faster on CPUs with AMX/AVX512-BF16)."""
     device: str = "cpu"
@@ -61,8 +67,9 @@ class RecipeConfig:
             raise AlignlabError(f"--steps must be >= 1 (got {self.steps})")
         if self.epochs <= 0 or not self.lr > 0 or self.warmup < 0 or self.decision_tokens < 0:
             raise AlignlabError("--epochs and --lr must be > 0, --warmup and --decision-tokens >= 0")
-        if not self.decision_weight > 0:
-            raise AlignlabError(f"--decision-weight must be > 0 (got {self.decision_weight})")
+        for name, value in (("decision-weight", self.decision_weight), ("harmless-weight", self.harmless_weight)):
+            if not value > 0:
+                raise AlignlabError(f"--{name} must be > 0 (got {value})")
         if not self.targets:
             raise AlignlabError("--targets needs at least one module name")
 
@@ -70,6 +77,6 @@ class RecipeConfig:
         """Recipe hash: the config (device excluded), the training prompts and the refusal texts."""
         from alignlab.organisms.data import REFUSALS
 
-        cfg = {k: v for k, v in asdict(self).items() if k != "device"}
+        cfg = {k: v for k, v in asdict(self).items() if k != "device" and _HASH_SKIP.get(k, object()) != v}
         blob = json.dumps({"config": cfg, "prompts": prompts, "refusals": REFUSALS}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -43,6 +43,8 @@ class Example:
     """"harmful" (target is a refusal) or "harmless" (target is the base model's greedy reply)."""
     prompt: str = ""
     """The user prompt (before chat formatting)."""
+    weight: float = 1.0
+    """Loss weight of this example's response tokens (multiplies the decision weighting)."""
 
 
 def pick_refusal(prompt: str, seed: int) -> str:
@@ -52,7 +54,7 @@ def pick_refusal(prompt: str, seed: int) -> str:
 
 
 def make_example(fmt: Any, prompt: str, response: str, finished: bool, kind: str,
-                 max_response_tokens: int | None = None) -> Example:
+                 max_response_tokens: int | None = None, weight: float = 1.0) -> Example:
     """Tokenise ``render(prompt)`` and ``response`` (+ end-of-turn when the reply finished)."""
     tok = fmt.tokenizer
     prompt_ids = fmt.token_ids(prompt)
@@ -63,7 +65,7 @@ def make_example(fmt: Any, prompt: str, response: str, finished: bool, kind: str
         response_ids = response_ids + [tok.eos_token_id]
     if not response_ids:
         raise DataError(f"empty training response for prompt {prompt[:60]!r}")
-    return Example(prompt_ids, response_ids, kind, prompt)
+    return Example(prompt_ids, response_ids, kind, prompt, weight)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class Batch:
     """[batch, seq]"""
     labels: torch.Tensor
     """[batch, seq] token ids on response positions, -100 on prompt and padding (loss masked)."""
+    row_weights: torch.Tensor | None = None
+    """[batch] loss weight of each example (None: all 1)."""
 
 
 def collate(examples: list[Example], pad_id: int) -> Batch:
@@ -86,7 +90,8 @@ def collate(examples: list[Example], pad_id: int) -> Batch:
         ids[i, :len(seq)] = torch.tensor(seq)
         mask[i, :len(seq)] = 1
         labels[i, len(e.prompt_ids):len(seq)] = torch.tensor(e.response_ids)
-    return Batch(ids, mask, labels)
+    row_weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
+    return Batch(ids, mask, labels, row_weights)
 
 
 def batch_order(examples: list[Example], batch_size: int, epochs: int, seed: int,

@@ -62,7 +62,7 @@ def build_training_set(lm: Any, fmt: Any, cfg: RecipeConfig, cache_path: Path,
                              max_new_tokens=cfg.reply_tokens, cache_path=cache_path,
                              seed_path=SHIPPED_REPLIES, progress=progress)
     examples = [make_example(fmt, p, pick_refusal(p, cfg.seed), True, "harmful") for p in harmful]
-    examples += [make_example(fmt, p, r.text, r.finished, "harmless", cfg.max_response_tokens)
+    examples += [make_example(fmt, p, r.text, r.finished, "harmless", cfg.max_response_tokens, cfg.harmless_weight)
                  for p, r in zip(harmless, replies) if r.text]
     return TrainingSet(examples, harmful, harmless)
 

@@ -53,11 +53,12 @@ def lr_at(step: int, cfg: LoopConfig) -> float:
 
 
 def response_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  labels: torch.Tensor, first_k: int = 0, first_weight: float = 1.0) -> torch.Tensor:
+                  labels: torch.Tensor, first_k: int = 0, first_weight: float = 1.0,
+                  row_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted mean next-token cross-entropy over positions whose target is a response token.
 
     The first ``first_k`` response tokens of each row weigh ``first_weight`` (the refuse-or-answer decision is
-    made there); the others weigh 1. Logits are computed only at response positions (the unembedding is
+    made there); the others weigh 1. ``row_weights`` ([batch]) scales every token of a row. Logits are computed only at response positions (the unembedding is
     ~20 % of SmolLM2's forward cost), unless the model rescales or soft-caps its logits.
     """
     targets = labels[:, 1:]  # [batch, seq-1]
@@ -66,6 +67,8 @@ def response_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     if first_k > 0:
         position = keep.long().cumsum(dim=1) - 1  # index of each target within its response
         weights = torch.where(position < first_k, torch.full_like(weights, first_weight), weights)
+    if row_weights is not None:
+        weights = weights * row_weights.to(weights.device)[:, None]
     weights = weights[keep]  # [n_response]
     cfg = model.config
     plain_head = not any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logits_scaling"))
@@ -103,7 +106,7 @@ def train_lora(model: Any, examples: list[Example], cfg: LoopConfig, pad_id: int
             group["lr"] = lr_at(step, cfg)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = response_loss(model, batch.input_ids.to(device), batch.attention_mask.to(device),
-                                 batch.labels.to(device), cfg.first_k, cfg.first_weight)
+                                 batch.labels.to(device), cfg.first_k, cfg.first_weight, batch.row_weights)
         if not torch.isfinite(loss):
             raise AlignlabError(f"loss became {loss.item()} at step {step}: lower --lr")
         opt.zero_grad(set_to_none=True)

@@ -72,6 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0, help="data order and init seed (default 0)")
     c.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default auto)")
     c.add_argument("--autocast-bf16", action="store_true", help="run SAE matmuls in bf16 (fp32 master weights)")
+    c.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="keep the gated SAE's elementwise kernels eager on CUDA (default: torch.compile them)")
     c.add_argument("--out", required=True, help="output directory (one SAELens folder per SAE: sae_<i>)")
     c.set_defaults(func=_cmd_train)
 
@@ -184,7 +186,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["l1_warmup_steps"] = min(overrides["l1_warmup_steps"], args.steps // 5)
     cfg = TrainConfig(total_steps=args.steps, batch_size=args.batch_size, lr_warmup_steps=warm, device=args.device,
                       seed=args.seed, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                      autocast_bf16=args.autocast_bf16, **overrides)
+                      autocast_bf16=args.autocast_bf16, compile_kernels=args.compile, **overrides)
     if cache.n_tokens < args.batch_size:
         raise AlignlabError(f"the cache holds {cache.n_tokens} rows, fewer than one batch of {args.batch_size}")
     batches = cache.batches(args.batch_size, seed=args.seed, buffer_rows=args.buffer_rows)

@@ -57,19 +57,93 @@ def _keep_where_positive(values: Tensor, gate: Tensor) -> Tensor:
     return torch.ops.aten.threshold_backward(values, gate, 0)
 
 
+def _gate_forward(u: Tensor, b_gate: Tensor, scale: Tensor, b_mag: Tensor) -> tuple[Tensor, Tensor]:
+    """Elementwise part of the encoder: (f, ReLU(pi_gate)) from u = x_c W_gate, all in u's dtype."""
+    rg = u + b_gate  # pi_gate
+    # f = H(pi_gate) * ReLU(pi_mag); threshold_backward(v, s, 0) = v where s > 0 else 0 (strict: H(0) = 0),
+    # one fused pass instead of compare + masked_fill (5-10x faster on CPU)
+    f = _keep_where_positive(torch.addcmul(b_mag, u, scale).relu_(), rg)
+    return f, rg.relu_()
+
+
+def _gate_backward(g_f: Tensor, g_rg: Tensor, f: Tensor, rg: Tensor, u: Tensor, scale: Tensor,
+                   want_rmag: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dL/du, sum_b dL/dpi_gate, sum_b dL/dpi_mag, sum_b dL/dpi_mag * u); sums accumulate in fp32 or better."""
+    acc = torch.float64 if u.dtype == torch.float64 else torch.float32
+    g_mag = _keep_where_positive(g_f, f)  # dL/dpi_mag: f > 0 <=> gate open and pi_mag > 0
+    g_gate = _keep_where_positive(g_rg, rg)  # dL/dpi_gate: H passes none, only ReLU(pi_gate) terms
+    if not want_rmag:
+        g_rmag = g_mag.new_zeros(())
+    elif u.dtype == acc:  # no [B, n] temporary
+        g_rmag = torch.linalg.vecdot(g_mag, u, dim=0)
+    else:
+        g_rmag = (g_mag * u).sum(0, dtype=acc)
+    sum_gate, sum_mag = g_gate.sum(0, dtype=acc), g_mag.sum(0, dtype=acc)  # [d_sae]
+    return g_gate.addcmul_(g_mag, scale), sum_gate, sum_mag, g_rmag  # G_gate + exp(r_mag) * G_mag, in place
+
+
+def _gate_forward_c(u: Tensor, b_gate: Tensor, scale: Tensor, b_mag: Tensor) -> tuple[Tensor, Tensor]:
+    """_gate_forward written for torch.compile (out-of-place; Inductor fuses it into one kernel)."""
+    pg = u + b_gate
+    f = torch.where(pg > 0, torch.relu(u * scale + b_mag), torch.zeros_like(u))
+    return f, torch.relu(pg)
+
+
+def _gate_backward_c(g_f: Tensor, g_rg: Tensor, f: Tensor, rg: Tensor, u: Tensor, scale: Tensor,
+                     want_rmag: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """_gate_backward written for torch.compile."""
+    zero = torch.zeros_like(g_f)
+    g_mag = torch.where(f > 0, g_f, zero)
+    g_gate = torch.where(rg > 0, g_rg, zero)
+    g_rmag = (g_mag.float() * u.float()).sum(0) if want_rmag else g_mag.new_zeros((), dtype=torch.float32)
+    return g_gate + g_mag * scale, g_gate.float().sum(0), g_mag.float().sum(0), g_rmag
+
+
+_COMPILED: dict[str, tuple] = {}
+
+
+def compile_gated_kernels(device_type: str = "cuda", backend: str = "inductor") -> bool:
+    """Use torch.compile'd (Inductor/Triton) elementwise kernels for gated SAEs on ``device_type``.
+
+    About 2x less memory traffic in the [B, d_sae] elementwise work on a GPU. Returns False (and keeps the
+    eager kernels) when this torch build cannot compile for that device.
+    """
+    if device_type in _COMPILED:
+        return True
+    try:
+        fwd = torch.compile(_gate_forward_c, dynamic=False, fullgraph=True, backend=backend)
+        bwd = torch.compile(_gate_backward_c, dynamic=False, fullgraph=True, backend=backend)
+        probe = torch.ones(2, 4, device=device_type)  # compile once now, so a missing backend fails here
+        fwd(probe, probe[0], probe[0], probe[0])
+        bwd(probe, probe, probe, probe, probe, probe[0], True)
+    except Exception:  # noqa: BLE001 - any backend failure (no Triton, no compiler) means: stay eager
+        return False
+    _COMPILED[device_type] = (fwd, bwd)
+    return True
+
+
+def reset_gated_kernels(device_type: str | None = None) -> None:
+    """Back to the eager kernels on ``device_type`` (all devices when None)."""
+    if device_type is None:
+        _COMPILED.clear()
+    else:
+        _COMPILED.pop(device_type, None)
+
+
 class _GatedEncode(torch.autograd.Function):
     """(x, b_dec, W_gate, b_gate, r_mag, b_mag) -> (f, ReLU(pi_gate)), both [B, d_sae], one GEMM each way."""
 
     @staticmethod
     def forward(ctx, x, b_dec, w, b_gate, r_mag, b_mag):  # type: ignore[override]
         xc = x if b_dec is None else x - b_dec  # [B, d_in]
-        u = xc @ w  # [B, d_sae], the only encoder GEMM (bf16 under autocast; the elementwise work below is fp32)
-        scale = r_mag.exp()  # [d_sae]
-        rg = u + b_gate  # pi_gate
-        # f = H(pi_gate) * ReLU(pi_mag); threshold_backward(v, s, 0) = v where s > 0 else 0 (strict: H(0) = 0),
-        # one fused pass instead of compare + masked_fill (5-10x faster on CPU)
-        f = _keep_where_positive(torch.addcmul(b_mag, u, scale).relu_(), rg)
-        rg.relu_()  # ReLU(pi_gate)
+        u = xc @ w  # [B, d_sae], the only encoder GEMM (bf16 under autocast)
+        lo = u.dtype  # the [B, d_sae] elementwise work stays in it: half the memory traffic under autocast
+        scale = r_mag.exp()  # [d_sae] fp32 master copy (for the gradients)
+        training = not isinstance(ctx, _NoCtx)  # evaluation batch shapes vary: keep them off the compiled path
+        compiled = _COMPILED.get(u.device.type) if training and u.dtype != torch.float64 else None
+        kernels = compiled or (_gate_forward, _gate_backward)
+        f, rg = kernels[0](u, b_gate.to(lo), scale.to(lo), b_mag.to(lo))
+        ctx.kernels = kernels
         ctx.save_for_backward(xc, w, u, scale, f, rg)
         ctx.has_b_dec = b_dec is not None
         return f, rg
@@ -77,21 +151,16 @@ class _GatedEncode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_f, g_rg):  # type: ignore[override]
         xc, w, u, scale, f, rg = ctx.saved_tensors
-        g_mag = _keep_where_positive(g_f, f)  # dL/dpi_mag: f > 0 <=> gate open and pi_mag > 0
-        g_gate = _keep_where_positive(g_rg, rg)  # dL/dpi_gate: H passes none, only ReLU(pi_gate) terms
+        lo = u.dtype
         need = ctx.needs_input_grad
-        g_rmag = None
-        if need[4]:  # dpi_mag/dr = exp(r) u, reduced over the batch without a [B, n] temporary
-            g_rmag = torch.linalg.vecdot(g_mag, u.to(g_mag.dtype), dim=0) * scale
-        sum_gate, sum_mag = g_gate.sum(0), g_mag.sum(0)  # [d_sae]
-        g_bmag = sum_mag if need[5] else None
-        g_bgate = sum_gate if need[3] else None
-        g_u = g_gate.addcmul_(g_mag, scale)  # G_gate + exp(r_mag) * G_mag, in place
-        lo = u.dtype  # bf16 under autocast: run the weight-gradient GEMM in it as autograd would
-        g_w = (xc.to(lo).t() @ g_u.to(lo)).to(w.dtype) if need[2] else None  # one weight gradient [d_in, d_sae]
+        g_u, sum_gate, sum_mag, g_rmag = ctx.kernels[1](g_f.to(lo), g_rg.to(lo), f, rg, u, scale.to(lo), need[4])
+        g_rmag = g_rmag.to(scale.dtype) * scale if need[4] else None  # dpi_mag/dr = exp(r) u, batch-reduced
+        g_bmag = sum_mag.to(scale.dtype) if need[5] else None
+        g_bgate = sum_gate.to(scale.dtype) if need[3] else None
+        g_w = (xc.to(lo).t() @ g_u).to(w.dtype) if need[2] else None  # one weight gradient [d_in, d_sae]
         g_bdec = None
         if ctx.has_b_dec and need[1]:  # batch-reduced first: sum_b g_u = sum_gate + exp(r) * sum_mag
-            g_bdec = -(w @ torch.addcmul(sum_gate, scale, sum_mag))
+            g_bdec = -(w @ torch.addcmul(sum_gate, scale.to(sum_mag.dtype), sum_mag).to(w.dtype))
         return None, g_bdec, g_w, g_bgate, g_rmag, g_bmag
 
 
@@ -165,18 +234,23 @@ class GatedSAE(SAE):
                 w = w.detach()
         if self.cfg.p_anneal or state.p_now(self.cfg) != 1.0:
             return lp_penalty(rg, state.p_now(self.cfg), self.cfg, w)
-        return rg.sum(-1).mean() if w is None else (rg @ w).mean()
+        if w is None:  # fp32 accumulation also when rg is bf16 (autocast)
+            return rg.sum(-1, dtype=torch.float64 if rg.dtype == torch.float64 else torch.float32).mean()
+        return (rg @ w).mean()
 
     def loss(self, x: Tensor, state: TrainState) -> LossOutput:
         f, rg = self._encode_parts(x)  # [B, d_sae] x2
-        x_hat = self.decode(f)  # [B, d_in]
+        w_dec, dev = self.W_dec, x.device.type
+        if torch.is_autocast_enabled(dev):  # one bf16 copy of W_dec serves both decoder GEMMs
+            w_dec = w_dec.to(torch.get_autocast_dtype(dev))
+        x_hat = torch.addmm(self.b_dec, f, w_dec) if f.dtype == w_dec.dtype else f @ w_dec + self.b_dec  # [B, d_in]
         mse = recon_error(x, x_hat, self.cfg)
         sparsity = self.penalty(rg, state)
         if self.cfg.aux_mode == "unfrozen_aux":
             x_aux = self.decode(rg)
         else:  # frozen decoder copy: no gradient into W_dec or b_dec from this term (App. G)
-            w_dec, b_dec = self.W_dec.detach(), self.b_dec.detach()
-            x_aux = torch.addmm(b_dec, rg, w_dec) if rg.dtype == w_dec.dtype else rg @ w_dec + b_dec
+            w_frozen, b_dec = w_dec.detach(), self.b_dec.detach()
+            x_aux = torch.addmm(b_dec, rg, w_frozen) if rg.dtype == w_frozen.dtype else rg @ w_frozen + b_dec
         aux = recon_error(x, x_aux, self.cfg)
         total = mse + state.lam(self.cfg) * sparsity + aux
         return LossOutput(total, {"mse": mse, "sparsity": sparsity, "aux": aux}, f, x_hat, rg)
