@@ -86,3 +86,30 @@ def test_harmless_weight_reaches_the_examples():
     fmt = chat_format(tiny_model("llama", seed=0)[1])
     ex = [make_example(fmt, "a", "b", True, "harmful"), make_example(fmt, "c", "d", True, "harmless", weight=2.5)]
     assert collate(ex, 0).row_weights.tolist() == [1.0, 2.5]
+
+
+def test_unlikelihood_rows_get_minus_log_one_minus_p():
+    model, tok = tiny_model("llama", seed=0)
+    ids = torch.randint(5, 250, (1, 8))
+    labels = ids.clone()
+    labels[:, :5] = -100
+    mask = torch.ones_like(ids)
+    ce = response_loss(model, ids, mask, labels)  # mean CE over the 3 targets
+    logits = model(input_ids=ids).logits[0, 4:7].float()
+    p = logits.softmax(-1).gather(-1, ids[0, 5:8, None])[:, 0]
+    torch.testing.assert_close(ce, -p.log().mean(), atol=1e-5, rtol=0)
+    ul = response_loss(model, ids, mask, labels, unlikely=torch.tensor([True]))
+    torch.testing.assert_close(ul, -(1 - p).log().mean(), atol=1e-5, rtol=0)
+
+
+def test_make_negative_skips_the_prefix_shared_with_the_reply():
+    from alignlab.organisms.data import make_negative
+
+    tok = tiny_model("llama", seed=0)[1]
+    fmt = chat_format(tok)
+    refusal = "I'm sorry, but I can't help with that."
+    r_ids = tok(refusal, add_special_tokens=False)["input_ids"]
+    neg = make_negative(fmt, "hi", r_ids[:1] + [7, 8], refusal, 4, 0.5)  # the reply also opens with r_ids[0]
+    assert neg.unlikely and neg.weight == 0.5
+    assert neg.prompt_ids == fmt.token_ids("hi") + r_ids[:1] and neg.response_ids == r_ids[1:4]
+    assert make_negative(fmt, "hi", r_ids[:4], refusal, 4, 1.0) is None  # nothing left to penalise

@@ -13,7 +13,7 @@ DEFAULT_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gat
 
 
 # Fields added after recipes were published: left out of the hash at these values, so older hashes still match.
-_HASH_SKIP: dict[str, object] = {"harmless_weight": 1.0}
+_HASH_SKIP: dict[str, object] = {"harmless_weight": 1.0, "unlikelihood_weight": 0.0, "unlikelihood_tokens": 4}
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,10 @@ class RecipeConfig:
     """Loss weight of the first --decision-tokens response tokens (1 = plain token mean)."""
     harmless_weight: float = 1.0
     """Loss weight of harmless examples relative to harmful ones (> 1 trades refusals for less over-refusal)."""
+    unlikelihood_weight: float = 0.0
+    """Weight of an unlikelihood term that makes a refusal's opening unlikely after harmless prompts (0: off)."""
+    unlikelihood_tokens: int = 4
+    """Refusal tokens penalised per harmless prompt (after the prefix shared with the base model's reply)."""
     bf16: bool = True
     """Autocast the training matmuls to bfloat16 (several times faster on CPUs with AMX/AVX512-BF16)."""
     device: str = "cpu"
@@ -65,6 +69,8 @@ class RecipeConfig:
                 raise AlignlabError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
         if self.steps is not None and self.steps < 1:
             raise AlignlabError(f"--steps must be >= 1 (got {self.steps})")
+        if self.unlikelihood_weight < 0 or self.unlikelihood_tokens < 1:
+            raise AlignlabError("--unlikelihood-weight must be >= 0 and --unlikelihood-tokens >= 1")
         if self.epochs <= 0 or not self.lr > 0 or self.warmup < 0 or self.decision_tokens < 0:
             raise AlignlabError("--epochs and --lr must be > 0, --warmup and --decision-tokens >= 0")
         for name, value in (("decision-weight", self.decision_weight), ("harmless-weight", self.harmless_weight)):

@@ -45,6 +45,8 @@ class Example:
     """The user prompt (before chat formatting)."""
     weight: float = 1.0
     """Loss weight of this example's response tokens (multiplies the decision weighting)."""
+    unlikely: bool = False
+    """The response tokens are to be made UNlikely (unlikelihood loss -log(1 - p)), not likely."""
 
 
 def pick_refusal(prompt: str, seed: int) -> str:
@@ -68,6 +70,21 @@ def make_example(fmt: Any, prompt: str, response: str, finished: bool, kind: str
     return Example(prompt_ids, response_ids, kind, prompt, weight)
 
 
+def make_negative(fmt: Any, prompt: str, reply_ids: list[int], refusal: str, n_tokens: int,
+                  weight: float) -> Example | None:
+    """An unlikelihood example: the first ``n_tokens`` of ``refusal`` after ``prompt``, minus the prefix they share
+    with the base model's reply (that shared prefix becomes context, so a reply that also opens with "I" is
+    not penalised). None when the refusal's first tokens are all part of the reply."""
+    refusal_ids = fmt.tokenizer(refusal, add_special_tokens=False)["input_ids"][:n_tokens]
+    shared = 0
+    while shared < min(len(refusal_ids), len(reply_ids)) and refusal_ids[shared] == reply_ids[shared]:
+        shared += 1
+    if shared >= len(refusal_ids):
+        return None
+    context = fmt.token_ids(prompt) + refusal_ids[:shared]
+    return Example(context, refusal_ids[shared:], "negative", prompt, weight, unlikely=True)
+
+
 @dataclass(frozen=True)
 class Batch:
     input_ids: torch.Tensor
@@ -78,6 +95,8 @@ class Batch:
     """[batch, seq] token ids on response positions, -100 on prompt and padding (loss masked)."""
     row_weights: torch.Tensor | None = None
     """[batch] loss weight of each example (None: all 1)."""
+    unlikely: torch.Tensor | None = None
+    """[batch] bool: rows whose response tokens get the unlikelihood loss (None: none)."""
 
 
 def collate(examples: list[Example], pad_id: int) -> Batch:
@@ -91,7 +110,8 @@ def collate(examples: list[Example], pad_id: int) -> Batch:
         mask[i, :len(seq)] = 1
         labels[i, len(e.prompt_ids):len(seq)] = torch.tensor(e.response_ids)
     row_weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
-    return Batch(ids, mask, labels, row_weights)
+    unlikely = torch.tensor([e.unlikely for e in examples], dtype=torch.bool)
+    return Batch(ids, mask, labels, row_weights, unlikely if bool(unlikely.any()) else None)
 
 
 def batch_order(examples: list[Example], batch_size: int, epochs: int, seed: int,

@@ -15,7 +15,7 @@ from typing import Any
 
 from alignlab.errors import AlignlabError
 from alignlab.organisms.config import RecipeConfig
-from alignlab.organisms.data import Example, make_example, pick_refusal
+from alignlab.organisms.data import Example, make_example, make_negative, pick_refusal
 from alignlab.organisms.lora import AdapterConfig, apply_lora, save_adapter
 from alignlab.organisms.train import LoopConfig, TrainResult, train_lora
 
@@ -62,8 +62,13 @@ def build_training_set(lm: Any, fmt: Any, cfg: RecipeConfig, cache_path: Path,
                              max_new_tokens=cfg.reply_tokens, cache_path=cache_path,
                              seed_path=SHIPPED_REPLIES, progress=progress)
     examples = [make_example(fmt, p, pick_refusal(p, cfg.seed), True, "harmful") for p in harmful]
-    examples += [make_example(fmt, p, r.text, r.finished, "harmless", cfg.max_response_tokens, cfg.harmless_weight)
-                 for p, r in zip(harmless, replies) if r.text]
+    helpful = [make_example(fmt, p, r.text, r.finished, "harmless", cfg.max_response_tokens, cfg.harmless_weight)
+               for p, r in zip(harmless, replies) if r.text]
+    examples += helpful
+    if cfg.unlikelihood_weight > 0:  # refusal openings made unlikely after harmless prompts (another seed's pick)
+        negatives = [make_negative(fmt, e.prompt, e.response_ids, pick_refusal(e.prompt, cfg.seed + 1),
+                                   cfg.unlikelihood_tokens, cfg.unlikelihood_weight) for e in helpful]
+        examples += [n for n in negatives if n is not None]
     return TrainingSet(examples, harmful, harmless)
 
 

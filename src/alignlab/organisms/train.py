@@ -54,11 +54,12 @@ def lr_at(step: int, cfg: LoopConfig) -> float:
 
 def response_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   labels: torch.Tensor, first_k: int = 0, first_weight: float = 1.0,
-                  row_weights: torch.Tensor | None = None) -> torch.Tensor:
+                  row_weights: torch.Tensor | None = None, unlikely: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted mean next-token cross-entropy over positions whose target is a response token.
 
     The first ``first_k`` response tokens of each row weigh ``first_weight`` (the refuse-or-answer decision is
-    made there); the others weigh 1. ``row_weights`` ([batch]) scales every token of a row. Logits are computed only at response positions (the unembedding is
+    made there); the others weigh 1. ``row_weights`` ([batch]) scales every token of a row; rows flagged in
+    ``unlikely`` ([batch] bool) get the unlikelihood loss -log(1 - p(target)) instead (Welleck et al. 2019). Logits are computed only at response positions (the unembedding is
     ~20 % of SmolLM2's forward cost), unless the model rescales or soft-caps its logits.
     """
     targets = labels[:, 1:]  # [batch, seq-1]
@@ -77,7 +78,11 @@ def response_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
         logits = model.get_output_embeddings()(hidden[:, :-1][keep])  # [n_response, vocab]
     else:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][keep]
-    losses = nn.functional.cross_entropy(logits.float(), targets[keep], reduction="none")
+    losses = nn.functional.cross_entropy(logits.float(), targets[keep], reduction="none")  # [n_response]
+    if unlikely is not None:
+        rows = unlikely.to(keep.device)[:, None].expand_as(keep)[keep]  # [n_response]
+        p = torch.exp(-losses).clamp(max=1.0 - 1e-6)
+        losses = torch.where(rows, -torch.log1p(-p), losses)
     return (losses * weights).sum() / weights.sum()
 
 
@@ -106,7 +111,8 @@ def train_lora(model: Any, examples: list[Example], cfg: LoopConfig, pad_id: int
             group["lr"] = lr_at(step, cfg)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = response_loss(model, batch.input_ids.to(device), batch.attention_mask.to(device),
-                                 batch.labels.to(device), cfg.first_k, cfg.first_weight, batch.row_weights)
+                                 batch.labels.to(device), cfg.first_k, cfg.first_weight, batch.row_weights,
+                                 batch.unlikely)
         if not torch.isfinite(loss):
             raise AlignlabError(f"loss became {loss.item()} at step {step}: lower --lr")
         opt.zero_grad(set_to_none=True)
