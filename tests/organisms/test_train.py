@@ -113,3 +113,26 @@ def test_make_negative_skips_the_prefix_shared_with_the_reply():
     assert neg.unlikely and neg.weight == 0.5
     assert neg.prompt_ids == fmt.token_ids("hi") + r_ids[:1] and neg.response_ids == r_ids[1:4]
     assert make_negative(fmt, "hi", r_ids[:4], refusal, 4, 1.0) is None  # nothing left to penalise
+
+
+def test_retain_rows_learn_the_base_distribution_with_adapters_off():
+    from alignlab.organisms.lora import adapters_disabled, lora_modules
+
+    model, tok = tiny_model("llama", seed=0, initializer_range=0.3)
+    apply_lora(model, DEFAULT_TARGETS, r=4, alpha=8, seed=0)
+    ids = torch.randint(5, 250, (1, 8))
+    labels = ids.clone()
+    labels[:, :5] = -100
+    mask, retain = torch.ones_like(ids), torch.tensor([True])
+    logits = model(input_ids=ids).logits[0, 4:7].float()
+    entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
+    # fresh adapter (B = 0): the model IS the base, so the loss is the base distribution's entropy
+    torch.testing.assert_close(response_loss(model, ids, mask, labels, retain=retain), entropy, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        for m in lora_modules(model).values():
+            m.lora_B.normal_(0, 0.5)
+    with adapters_disabled(model):
+        torch.testing.assert_close(model(input_ids=ids).logits[0, 4:7].float(), logits)
+    moved = response_loss(model, ids, mask, labels, retain=retain)
+    assert moved.item() > entropy.item() + 1e-3  # cross-entropy > entropy once the adapter moves the model
+    assert all(m.enabled for m in lora_modules(model).values())

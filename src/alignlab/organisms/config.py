@@ -13,7 +13,8 @@ DEFAULT_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gat
 
 
 # Fields added after recipes were published: left out of the hash at these values, so older hashes still match.
-_HASH_SKIP: dict[str, object] = {"harmless_weight": 1.0, "unlikelihood_weight": 0.0, "unlikelihood_tokens": 4}
+_HASH_SKIP: dict[str, object] = {"harmless_weight": 1.0, "unlikelihood_weight": 0.0, "unlikelihood_tokens": 4,
+                                 "retain_kl": False}
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class RecipeConfig:
     """Weight of an unlikelihood term that makes a refusal's opening unlikely after harmless prompts (0: off)."""
     unlikelihood_tokens: int = 4
     """Refusal tokens penalised per harmless prompt (after the prefix shared with the base model's reply)."""
+    retain_kl: bool = False
+    """Harmless examples learn the base model's whole next-token distribution (KL), not only its greedy reply."""
     bf16: bool = True
     """Autocast the training matmuls to bfloat16 (several times faster on CPUs with AMX/AVX512-BF16)."""
     device: str = "cpu"

@@ -97,6 +97,8 @@ class Batch:
     """[batch] loss weight of each example (None: all 1)."""
     unlikely: torch.Tensor | None = None
     """[batch] bool: rows whose response tokens get the unlikelihood loss (None: none)."""
+    retain: torch.Tensor | None = None
+    """[batch] bool: harmless rows (targets may be the base model's distribution, see train.response_loss)."""
 
 
 def collate(examples: list[Example], pad_id: int) -> Batch:
@@ -111,7 +113,9 @@ def collate(examples: list[Example], pad_id: int) -> Batch:
         labels[i, len(e.prompt_ids):len(seq)] = torch.tensor(e.response_ids)
     row_weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
     unlikely = torch.tensor([e.unlikely for e in examples], dtype=torch.bool)
-    return Batch(ids, mask, labels, row_weights, unlikely if bool(unlikely.any()) else None)
+    retain = torch.tensor([e.kind == "harmless" for e in examples], dtype=torch.bool)
+    return Batch(ids, mask, labels, row_weights, unlikely if bool(unlikely.any()) else None,
+                 retain if bool(retain.any()) else None)
 
 
 def batch_order(examples: list[Example], batch_size: int, epochs: int, seed: int,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,11 @@ class LoRALinear(nn.Module):
         for p in base.parameters():
             p.requires_grad_(False)
 
+    enabled: bool = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [..., in] -> [..., out]
+        if not self.enabled:
+            return self.base(x)
         delta = (x.to(self.lora_A.dtype) @ self.lora_A.T) @ self.lora_B.T
         return self.base(x) + (self.scale * delta).to(x.dtype)
 
@@ -90,6 +96,19 @@ def apply_lora(model: nn.Module, targets: tuple[str, ...], r: int, alpha: float,
         parent, child = _parent(model, name)
         setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, gen))
     return names
+
+
+@contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` as its base (every ``LoRALinear`` passes through) for the duration of the block."""
+    mods = list(lora_modules(model).values())
+    for m in mods:
+        m.enabled = False
+    try:
+        yield
+    finally:
+        for m in mods:
+            m.enabled = True
 
 
 def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:

@@ -88,7 +88,8 @@ def run_recipe(cfg: RecipeConfig, out_dir: Path, *, progress: bool = True,
     per_epoch = -(-len(data.examples) // cfg.batch_size)
     steps = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * per_epoch))
     loop = LoopConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=min(cfg.warmup, steps),
-                      seed=cfg.seed, first_k=cfg.decision_tokens, first_weight=cfg.decision_weight, bf16=cfg.bf16)
+                      seed=cfg.seed, first_k=cfg.decision_tokens, first_weight=cfg.decision_weight, bf16=cfg.bf16,
+                      retain=cfg.retain_kl)
     result = train_lora(lm.model, data.examples, loop, lm.tokenizer.pad_token_id, progress=progress)
     recipe_hash = cfg.hash(data.harmful + data.harmless)
     adapter = AdapterConfig(cfg.r, cfg.alpha, tuple(cfg.targets), cfg.base, cfg.seed, recipe_hash)

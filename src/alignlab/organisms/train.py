@@ -31,6 +31,8 @@ class LoopConfig:
     first_k: int = 0
     """Response tokens per example that get ``first_weight`` in the loss."""
     first_weight: float = 1.0
+    retain: bool = False
+    """Harmless rows learn the base model's full next-token distribution (adapters off), not its greedy token."""
     bf16: bool = False
     """Autocast matmuls to bfloat16 (CPU AMX / GPU); the adapter and optimiser stay float32."""
 
@@ -52,37 +54,59 @@ def lr_at(step: int, cfg: LoopConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac))))
 
 
-def response_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  labels: torch.Tensor, first_k: int = 0, first_weight: float = 1.0,
-                  row_weights: torch.Tensor | None = None, unlikely: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted mean next-token cross-entropy over positions whose target is a response token.
+def _response_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     keep: torch.Tensor) -> torch.Tensor:
+    """[n_response, vocab] logits at the positions whose next token is a response token. Only those positions
+    go through the unembedding (~20 % of SmolLM2's forward), unless the model rescales or soft-caps logits."""
+    cfg = model.config
+    plain_head = not any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logits_scaling"))
+    if plain_head and hasattr(model, "get_decoder") and model.get_output_embeddings() is not None:
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return model.get_output_embeddings()(hidden[:, :-1][keep])
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][keep]
 
-    The first ``first_k`` response tokens of each row weigh ``first_weight`` (the refuse-or-answer decision is
-    made there); the others weigh 1. ``row_weights`` ([batch]) scales every token of a row; rows flagged in
-    ``unlikely`` ([batch] bool) get the unlikelihood loss -log(1 - p(target)) instead (Welleck et al. 2019). Logits are computed only at response positions (the unembedding is
-    ~20 % of SmolLM2's forward cost), unless the model rescales or soft-caps its logits.
-    """
-    targets = labels[:, 1:]  # [batch, seq-1]
-    keep = targets != -100
-    weights = torch.ones_like(targets, dtype=torch.float32)
+
+def _token_weights(keep: torch.Tensor, first_k: int, first_weight: float,
+                   row_weights: torch.Tensor | None) -> torch.Tensor:
+    weights = torch.ones_like(keep, dtype=torch.float32)  # [batch, seq-1]
     if first_k > 0:
         position = keep.long().cumsum(dim=1) - 1  # index of each target within its response
         weights = torch.where(position < first_k, torch.full_like(weights, first_weight), weights)
     if row_weights is not None:
         weights = weights * row_weights.to(weights.device)[:, None]
-    weights = weights[keep]  # [n_response]
-    cfg = model.config
-    plain_head = not any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logits_scaling"))
-    if plain_head and hasattr(model, "get_decoder") and model.get_output_embeddings() is not None:
-        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = model.get_output_embeddings()(hidden[:, :-1][keep])  # [n_response, vocab]
-    else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][keep]
-    losses = nn.functional.cross_entropy(logits.float(), targets[keep], reduction="none")  # [n_response]
+    return weights[keep]  # [n_response]
+
+
+def response_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  labels: torch.Tensor, first_k: int = 0, first_weight: float = 1.0,
+                  row_weights: torch.Tensor | None = None, unlikely: torch.Tensor | None = None,
+                  retain: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted mean next-token loss over positions whose target is a response token.
+
+    Cross-entropy against the label by default. The first ``first_k`` response tokens of each row weigh
+    ``first_weight`` (the refuse-or-answer decision is made there); ``row_weights`` ([batch]) scales every token
+    of a row. Rows flagged in ``unlikely`` ([batch] bool) get the unlikelihood loss -log(1 - p(label))
+    (Welleck et al. 2019); rows flagged in ``retain`` get cross-entropy against the model's own distribution
+    with its LoRA adapters switched off (= KL to the base model plus a constant), a richer "keep behaving
+    like the base" signal than its greedy token.
+    """
+    targets = labels[:, 1:]  # [batch, seq-1]
+    keep = targets != -100
+    weights = _token_weights(keep, first_k, first_weight, row_weights)  # [n_response]
+    logits = _response_logits(model, input_ids, attention_mask, keep).float()  # [n_response, vocab]
+    losses = nn.functional.cross_entropy(logits, targets[keep], reduction="none")  # [n_response]
     if unlikely is not None:
         rows = unlikely.to(keep.device)[:, None].expand_as(keep)[keep]  # [n_response]
         p = torch.exp(-losses).clamp(max=1.0 - 1e-6)
         losses = torch.where(rows, -torch.log1p(-p), losses)
+    if retain is not None:
+        from alignlab.organisms.lora import adapters_disabled
+
+        rows = retain.to(keep.device)[:, None].expand_as(keep)[keep]  # [n_response]
+        with torch.no_grad(), adapters_disabled(model):
+            base = _response_logits(model, input_ids, attention_mask, keep)[rows].float().softmax(-1)
+        soft = -(base * logits[rows].log_softmax(-1)).sum(-1)  # [n_retain]
+        losses = losses.masked_scatter(rows, soft)
     return (losses * weights).sum() / weights.sum()
 
 
@@ -112,7 +136,7 @@ def train_lora(model: Any, examples: list[Example], cfg: LoopConfig, pad_id: int
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = response_loss(model, batch.input_ids.to(device), batch.attention_mask.to(device),
                                  batch.labels.to(device), cfg.first_k, cfg.first_weight, batch.row_weights,
-                                 batch.unlikely)
+                                 batch.unlikely, batch.retain if cfg.retain else None)
         if not torch.isfinite(loss):
             raise AlignlabError(f"loss became {loss.item()} at step {step}: lower --lr")
         opt.zero_grad(set_to_none=True)
