@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 # A 135M model pays more first-token KL for the same bypass than the 7B models RD tuned kl_max=0.1 on
 # (best candidates: KL 0.17-0.45), so the demo loosens the KL filter and confirms the top 3 by generation.
 demo: $(STAMP)
-	$(VENV)/bin/alignlab refusal run smollm2-135m-refusal --out runs/demo --kl-max 0.5 --confirm-k 3
+	$(VENV)/bin/alignlab refusal run smollm2-135m-refusal --out runs/demo --kl-max 0.5 --confirm-k 3 --n-test-harmless 1000
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -25,7 +25,7 @@ class RecipeConfig:
     """Seed for the adapter init, the batch order, the prompt sample and the refusal choice."""
     steps: int | None = None
     """Optimiser steps (default: --epochs passes over the training mix)."""
-    epochs: float = 3.0
+    epochs: float = 2.0
     """Passes over the training mix when --steps is not given."""
     batch_size: int = 16
     """Examples per optimiser step."""
@@ -53,7 +53,7 @@ class RecipeConfig:
     """Loss weight of the first --decision-tokens response tokens (1 = plain token mean)."""
     harmless_weight: float = 1.0
     """Loss weight of harmless examples relative to harmful ones (> 1 trades refusals for less over-refusal)."""
-    unlikelihood_weight: float = 0.0
+    unlikelihood_weight: float = 1.0
     """Weight of an unlikelihood term that makes a refusal's opening unlikely after harmless prompts (0: off)."""
     unlikelihood_tokens: int = 4
     """Refusal tokens penalised per harmless prompt (after the prefix shared with the base model's reply)."""
