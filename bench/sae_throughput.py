@@ -53,14 +53,7 @@ def peak_flops(device: torch.device, d: int, n: int, batch: int) -> tuple[float,
                 return val, f"{name} (datasheet dense bf16)"
     a = torch.randn(min(batch, 512), d, device=device)
     b = torch.randn(d, n, device=device)
-    a @ b
-    best = float("inf")
-    for _ in range(10):  # best of 10: on a shared CPU the typical trial is slowed by other jobs
-        _sync(device)
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
+    best = min(_gemm_seconds(a, b, 10, 1, device))  # best of 10: on a shared CPU most trials are slowed by others
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     return 2.0 * a.shape[0] * d * n / best, f"{label} (measured fp32 GEMM, best of 10)"
 
@@ -70,16 +63,21 @@ def measured_bf16_peak(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    b = torch.randn_like(a)
+    times = sorted(_gemm_seconds(a, torch.randn_like(a), 10, 3, device))
+    return 2 * 8192**3 / times[len(times) // 2]
+
+
+def _gemm_seconds(a: torch.Tensor, b: torch.Tensor, trials: int, warm: int, device: torch.device) -> list[float]:
+    """Wall seconds of ``a @ b`` in each of ``trials`` timed runs after ``warm`` untimed ones."""
     times = []
-    for i in range(13):
+    for i in range(warm + trials):
         _sync(device)
         t = time.perf_counter()
         a @ b
         _sync(device)
-        if i >= 3:
+        if i >= warm:
             times.append(time.perf_counter() - t)
-    return 2 * 8192**3 / sorted(times)[len(times) // 2]
+    return times
 
 
 def profile_step(arch: str, batches: list[torch.Tensor], args: argparse.Namespace, device: torch.device) -> None:

@@ -40,13 +40,17 @@ class Example:
     prompt_ids: list[int]
     response_ids: list[int]
     kind: str
-    """"harmful" (target is a refusal) or "harmless" (target is the base model's greedy reply)."""
+    """"harmful" (target is a refusal), "harmless" (target is the base model's greedy reply) or "negative"
+    (refusal tokens to make unlikely after a harmless prompt, see ``make_negative``)."""
     prompt: str = ""
     """The user prompt (before chat formatting)."""
     weight: float = 1.0
     """Loss weight of this example's response tokens (multiplies the decision weighting)."""
-    unlikely: bool = False
-    """The response tokens are to be made UNlikely (unlikelihood loss -log(1 - p)), not likely."""
+
+    @property
+    def unlikely(self) -> bool:
+        """A "negative" example: its response tokens are to be made UNlikely (loss -log(1 - p))."""
+        return self.kind == "negative"
 
 
 def pick_refusal(prompt: str, seed: int) -> str:
@@ -82,7 +86,7 @@ def make_negative(fmt: Any, prompt: str, reply_ids: list[int], refusal: str, n_t
     if shared >= len(refusal_ids):
         return None
     context = fmt.token_ids(prompt) + refusal_ids[:shared]
-    return Example(context, refusal_ids[shared:], "negative", prompt, weight, unlikely=True)
+    return Example(context, refusal_ids[shared:], "negative", prompt, weight)
 
 
 @dataclass(frozen=True)

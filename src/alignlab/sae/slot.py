@@ -51,7 +51,10 @@ class Slot:
         if device.type == "cuda" and sae.cfg.architecture == "gated":
             from alignlab.sae.gated import compile_gated_kernels, reset_gated_kernels
 
-            compile_gated_kernels(device.type) if cfg.compile_kernels else reset_gated_kernels(device.type)
+            if cfg.compile_kernels:
+                compile_gated_kernels(device.type)
+            else:
+                reset_gated_kernels(device.type)
         self.guard = FiniteGuard(device, f"SAE {index} loss became non-finite at step {{step}}; "
                                  "lower the learning rate or lambda")
         self.module = None

@@ -67,18 +67,15 @@ def _dist() -> tuple[bool, int, int]:
 
 
 BAD_BATCH = "batch at step {step} contains NaN/inf activations; check the activation source"
+_EAGER_BATCH_GUARD = FiniteGuard(torch.device("cpu"), BAD_BATCH)  # stateless: raises at once
 
 
-def _check_batch(x: Any, step: int, d_in: int, guard: FiniteGuard | None = None) -> Tensor:
+def _check_batch(x: Any, step: int, d_in: int, guard: FiniteGuard = _EAGER_BATCH_GUARD) -> Tensor:
     if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] == 0:
         raise AlignlabError(f"batch at step {step} must be a non-empty [batch, d_in] tensor, got {getattr(x, 'shape', type(x))}")
     if x.shape[1] != d_in:
         raise AlignlabError(f"batch at step {step} has width {x.shape[1]} but the SAEs expect d_in={d_in}")
-    ok = torch.isfinite(x).all()
-    if guard is not None:
-        guard.check(ok, step)
-    elif not bool(ok):
-        raise AlignlabError(BAD_BATCH.format(step=step))
+    guard.check(torch.isfinite(x).all(), step)
     return x if x.dtype == torch.float32 else x.float()
 
 
@@ -178,7 +175,7 @@ def train_saes(
             break
         consumed += 1
         on_cpu = getattr(getattr(raw, "device", None), "type", "cpu") == "cpu"
-        x = _check_batch(raw, step, d_in, None if on_cpu else guards[0]).to(device, non_blocking=True)
+        x = _check_batch(raw, step, d_in, _EAGER_BATCH_GUARD if on_cpu else guards[0]).to(device, non_blocking=True)
         if step == 0 and ckpt is None:
             _init_b_dec(slots, x)
         want_log = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.total_steps
