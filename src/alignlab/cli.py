@@ -68,6 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # Last line of defence for file-system errors that escaped a command's own checks (a path under a
+        # regular file, a read-only directory, a full disk): one line naming the path, not a traceback.
+        if debug or exc.filename is None:
+            raise
+        print(f"alignlab: error: {exc.strerror or type(exc).__name__}: {exc.filename} "
+              "(check the path and its permissions; --debug shows the traceback)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("alignlab: interrupted (completed stages are kept; run again to resume)", file=sys.stderr)
         return 130

@@ -17,10 +17,14 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import math
+import re
 import textwrap
 import types
 import typing
 from typing import Any, TypeVar
+
+from alignlab.errors import AlignlabError
 
 T = TypeVar("T")
 
@@ -101,4 +105,24 @@ def from_args(cls: type[T], args: argparse.Namespace, prefix: str = "", **overri
                 value = tuple(value)
             values[f.name] = value
     values.update(overrides)
-    return cls(**values)
+    if not prefix:
+        return cls(**values)
+    try:
+        return cls(**values)
+    except AlignlabError as exc:  # the dataclass names its own flags; name the prefixed ones the user typed
+        raise type(exc)(_prefix_flags(str(exc), cls, prefix)) from exc
+
+
+def _prefix_flags(message: str, cls: type, prefix: str) -> str:
+    names = sorted((f.name.replace("_", "-") for f in dataclasses.fields(cls)), key=len, reverse=True)
+    pattern = re.compile(r"(?<![\w-])--(" + "|".join(map(re.escape, names)) + r")(?![\w-])")
+    return pattern.sub(lambda m: "--" + prefix + m.group(1), message)
+
+
+def check_finite(obj: Any, *names: str) -> None:
+    """Raise a one-line error when a float field is NaN or infinite (comparisons with NaN are all False,
+    so range checks alone let it through)."""
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise AlignlabError(f"--{name.replace('_', '-')} must be a finite number, got {value}")

@@ -22,12 +22,42 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a finished artifact gets the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def ensure_dir(path: str | os.PathLike[str], flag: str = "--out") -> Path:
+    """Create ``path`` as a writable directory or raise a one-line :class:`AlignlabError` naming ``flag``.
+
+    Catches the cases that otherwise surface as tracebacks: ``path`` (or a parent) is a regular file, or the
+    directory cannot be created or written to.
+    """
+    from alignlab.errors import AlignlabError
+
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise AlignlabError(f"{flag} {target} is an existing file, not a directory: choose another {flag}")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=target)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise AlignlabError(f"{flag} {target} cannot be created or written ({reason}): choose a writable "
+                            f"{flag}") from exc
+    return target
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -61,3 +61,10 @@ def test_show_bad_file_is_one_line_error(tmp_path, capsys):
     assert main(["data", "show", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("alignlab: error: ") and f"{path}:2:" in err and "\n" not in err
+
+
+def test_show_negative_n_is_an_error(capsys):
+    from alignlab.cli import main
+
+    assert main(["data", "show", "harmless", "--n", "-5"]) == 2
+    assert "--n" in capsys.readouterr().err

@@ -15,15 +15,6 @@ SMALL = ["--n-train", "6", "--n-val", "4", "--n-test-harmful", "3", "--n-test-ha
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    model, tok = tiny_model("llama", seed=3)
-    path = tmp_path_factory.mktemp("models") / "tiny-llama"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def run_dir(tiny_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
     assert main(["refusal", "run", str(tiny_dir), "--out", str(out), *SMALL]) == 0

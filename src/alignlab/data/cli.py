@@ -7,6 +7,8 @@ import json
 import sys
 from collections import Counter
 
+from alignlab.errors import AlignlabError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="built-in prompt sets (harmful/harmless/borderline) and training text")
@@ -56,6 +58,8 @@ def _cats(cats: dict[str, int], limit: int = 60) -> str:
 def _cmd_show(args: argparse.Namespace) -> int:
     from alignlab.data.registry import TEXT_SET, show_prompts, show_texts
 
+    if args.n < 0:
+        raise AlignlabError(f"--n must be 0 (all) or a positive count, got {args.n}")
     n = None if args.n == 0 else args.n
     if args.name == TEXT_SET:
         for i, text in enumerate(show_texts(n, seed=args.seed or 0)):

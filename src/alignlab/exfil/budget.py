@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from alignlab.errors import AlignlabError
 from alignlab.exfil import audit
@@ -55,11 +56,30 @@ class Reservation:
 
 
 def connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
+    """Open (or create) the budget database; a path that cannot hold one is a one-line error."""
+    _check_db_path(Path(path))
+    try:
+        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA journal_mode = WAL")  # reads the header: "file is not a database" surfaces here
+        conn.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as exc:
+        raise AlignlabError(f"db: {path} cannot be opened as an SQLite database ({exc}); pass a new file name or "
+                            "the file given to `alignlab exfil proxy --db`") from None
     return conn
+
+
+def _check_db_path(path: Path) -> None:
+    if path.is_dir():
+        raise AlignlabError(f"db: {path} is a directory; pass a file path such as {path / 'egress.sqlite'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise AlignlabError(f"db: {parent} is a regular file, so {path} cannot be created under it; pass a path "
+                            "inside a directory")
+    if not path.parent.exists():
+        raise AlignlabError(f"db: directory {path.parent} does not exist; create it or pass another path")
 
 
 class _Tx:
@@ -106,8 +126,18 @@ class BudgetStore:
         self.path, self.clock = path, clock
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self.conn = connect(path)
+        try:
+            self._init_tables(capacity, rate)
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise AlignlabError(f"db: {path} is not an alignlab egress database ({exc}); pass a new file name or "
+                                "the file given to `alignlab exfil proxy --db`") from None
+        _LIVE_INSTANCES.add(self.instance)
+
+    def _init_tables(self, capacity: float, rate: float) -> None:
         self.conn.executescript(audit.SCHEMA + SCHEMA)
         with _Tx(self.conn) as c:
+            audit.migrate(c)
             now = self.clock()
             row = c.execute("SELECT level FROM bucket WHERE id = 1").fetchone()
             if row is None:
@@ -118,7 +148,6 @@ class BudgetStore:
                           (float(capacity), float(rate), float(capacity)))
             c.execute("INSERT INTO proxies VALUES (?, ?, ?, ?)",
                       (self.instance, socket.gethostname(), os.getpid(), now))
-        _LIVE_INSTANCES.add(self.instance)
 
     def close(self) -> None:
         with _Tx(self.conn) as c:
@@ -165,6 +194,8 @@ class BudgetStore:
                 return False
             reserved = row[0]
             charged = charged_comp if enforce == "compressed" and charged_comp is not None else charged_raw
+            if charged > reserved:  # a proxy bug let more bytes out than reserved: charge them, flag the row
+                note = "reservation_overrun" + (f"; {note}" if note and note != "reservation_overrun" else "")
             now = self.clock()
             cur = c.execute("UPDATE ledger SET state = 'settled', charged_raw = ?, charged_comp = ?, charged = ?, "
                             "t1 = ?, status = ?, note = ? WHERE request_id = ? AND state = 'reserved'",
@@ -176,7 +207,8 @@ class BudgetStore:
             c.execute("UPDATE bucket SET level = ? WHERE id = 1", (level,))
             audit.append(c, ts=now, request_id=request_id, client=row[1], path=row[2], model=row[3],
                          stream=row[4], status=status, reserved=reserved, charged_raw=charged_raw,
-                         charged_comp=charged_comp, level_after=level, decision="settle", note=note)
+                         charged_comp=charged_comp, charged=charged, level_after=level, decision="settle",
+                         note=note)
             return True
 
     def recover(self) -> int:
@@ -198,8 +230,8 @@ class BudgetStore:
                           "t1 = ?, note = 'recovered after crash' WHERE request_id = ? AND state = 'reserved'",
                           (self.clock(), request_id))
                 audit.append(c, ts=self.clock(), request_id=request_id, client=client, path=path, model=model,
-                             stream=stream, reserved=reserved, charged_raw=reserved, level_after=level,
-                             decision="recover", note="charged in full: owner process gone")
+                             stream=stream, reserved=reserved, charged_raw=reserved, charged=reserved,
+                             level_after=level, decision="recover", note="charged in full: owner process gone")
             for instance in dead:
                 c.execute("DELETE FROM proxies WHERE instance = ?", (instance,))
             return len(rows)

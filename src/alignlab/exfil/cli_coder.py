@@ -20,23 +20,34 @@ class CoderConfig:
     model: str | None = None
     """Reference model: 'ngram' (built-in order-2 n-gram), an embedded name, HF id, directory or .gguf
     (default: smollm2-135m-instruct; decompress defaults to the model named in the container)."""
-    wctx: int = 1024
-    """Context window W_ctx in tokens; when full, both sides restart from the last W_ctx/2 tokens."""
+    wctx: int | None = None
+    """Context window W_ctx in tokens per stream; when full, the KV cache keeps the start token and the newest
+    W_ctx/2 − 1 (default 2048; decompress defaults to the container's)."""
+    threads: int | None = None
+    """Torch intra-op threads for the LM (part of the fingerprint: decode with the count the file was coded
+    with; default 1; decompress defaults to the container's)."""
+    streams: int = 0
+    """Lockstep streams the token sequence is cut into (LM only; 0: one per 1536 tokens, at most 8). More
+    streams are faster and cost bits (each restarts without context)."""
 
     def __post_init__(self) -> None:
-        if self.wctx < 4:
+        if self.wctx is not None and self.wctx < 4:
             raise AlignlabError(f"wctx: must be >= 4 tokens, got {self.wctx}")
+        if self.threads is not None and self.threads < 1:
+            raise AlignlabError(f"threads: must be >= 1, got {self.threads}")
+        if self.streams < 0:
+            raise AlignlabError(f"streams: must be >= 0 (0 = automatic), got {self.streams}")
 
 
-def make_model(spec: str, wctx: int = 1024):
+def make_model(spec: str, wctx: int | None = None, threads: int | None = None):
     """'ngram' -> the built-in n-gram; anything else -> an LM through alignlab.models.load_model."""
     if spec == "ngram2" or spec == "ngram":
         from alignlab.exfil.probmodels import NGramModel
 
         return NGramModel()
-    from alignlab.exfil.lm import load_reference_lm
+    from alignlab.exfil.lm import DEFAULT_WCTX, load_reference_lm
 
-    return load_reference_lm(spec, wctx)
+    return load_reference_lm(spec, wctx or DEFAULT_WCTX, threads or 1)
 
 
 def register_coder(cmds: argparse._SubParsersAction) -> None:
@@ -69,6 +80,22 @@ def _read(path: str) -> bytes:
     return p.read_bytes()
 
 
+def _check_output(path: str, flag: str) -> None:
+    """Refuse, before any work, an output that is a directory or lies under a file or unwritable directory."""
+    import os
+
+    p = Path(path)
+    if p.is_dir():
+        raise AlignlabError(f"{flag}: {path} is an existing directory; give a file path")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise AlignlabError(f"{flag}: {parent} is a regular file, so {path} cannot be written under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise AlignlabError(f"{flag}: directory {parent} is not writable; choose another {flag}")
+
+
 def _cmd_compress(args: argparse.Namespace) -> int:
     import dataclasses
     import json
@@ -76,9 +103,10 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from alignlab.exfil.coder import compress
     from alignlab.io import write_bytes_atomic, write_json_atomic
 
+    _check_output(args.output, "--output")
     cfg = from_args(CoderConfig, args)
-    model = make_model(cfg.model or DEFAULT_MODEL, cfg.wctx)
-    comp = compress(_read(args.input), model)
+    model = make_model(cfg.model or DEFAULT_MODEL, cfg.wctx, cfg.threads)
+    comp = compress(_read(args.input), model, streams=cfg.streams or None)
     write_bytes_atomic(args.output, comp.blob)
     record = {"input": str(args.input), "model": model.fingerprint.describe(), **dataclasses.asdict(comp.stats)}
     write_json_atomic(str(args.output) + ".json", record)
@@ -96,11 +124,15 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     from alignlab.exfil.container import unpack
     from alignlab.io import write_bytes_atomic
 
+    _check_output(args.output, "--output")
     cfg = from_args(CoderConfig, args)
     blob = _read(args.input)
     header, _ = unpack(blob)
-    model = make_model(cfg.model or header.fingerprint.name, header.fingerprint.wctx if cfg.model is None
-                       else cfg.wctx)
+    fp = header.fingerprint
+    if cfg.threads is not None and fp.threads and cfg.threads != fp.threads:
+        raise AlignlabError(f"threads: the file was coded with {fp.threads} torch thread(s), not {cfg.threads}; "
+                            f"decode with --threads {fp.threads} (the count can change the logits' rounding)")
+    model = make_model(cfg.model or fp.name, cfg.wctx or fp.wctx, cfg.threads or fp.threads or None)
     data = decompress(blob, model)
     write_bytes_atomic(args.output, data)
     print(f"{len(blob)} B -> {len(data)} B (CRC32 ok)", file=sys.stderr)
@@ -113,9 +145,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from alignlab.exfil.bench import render_bench, run_bench
     from alignlab.io import write_json_atomic
 
+    if args.out:
+        _check_output(args.out, "--out")
     cfg = from_args(CoderConfig, args)
-    model = make_model(cfg.model or DEFAULT_MODEL, cfg.wctx)
-    report = run_bench(_read(args.input), model, verify=not args.no_verify)
+    model = make_model(cfg.model or DEFAULT_MODEL, cfg.wctx, cfg.threads)
+    report = run_bench(_read(args.input), model, verify=not args.no_verify, streams=cfg.streams or None,
+                       progress=True)
     if args.out:
         write_json_atomic(args.out, {"input": str(args.input), **report.to_dict()})
     print(json.dumps(report.to_dict(), indent=2) if args.json else render_bench(report), end="")

@@ -24,7 +24,8 @@ def register_proxy(cmds: argparse._SubParsersAction) -> None:
     a = cmds.add_parser("audit", help="verify or export the hash-chained audit log")
     acmds = a.add_subparsers(dest="audit_command", metavar="ACTION")
     a.set_defaults(group_parser=a)
-    v = acmds.add_parser("verify", help="check the chain, the head and the database integrity")
+    v = acmds.add_parser("verify", help="check the database integrity, the hash chain and its head, and that no "
+                          "request was charged beyond its reservation (overrun)")
     v.add_argument("--db", required=True, help="the proxy's SQLite file")
     v.set_defaults(func=_cmd_verify)
     e = acmds.add_parser("export", help="print the audit rows")
@@ -68,34 +69,60 @@ def _open_db(path: str):
     return connect(path)
 
 
+def _not_egress_db(path: str, exc: Exception):
+    from alignlab.errors import DataError
+
+    return DataError(f"db: {path} is an SQLite file but not an alignlab egress database ({exc}); pass the file "
+                     "given to `alignlab exfil proxy --db`")
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from alignlab.exfil.audit import verify
 
     conn = _open_db(args.db)
-    integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
-    res = verify(conn)
-    outstanding = conn.execute("SELECT COUNT(*) FROM ledger WHERE state = 'reserved'").fetchone()[0]
-    conn.close()
+    try:
+        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        res = verify(conn)
+        outstanding = conn.execute("SELECT COUNT(*) FROM ledger WHERE state = 'reserved'").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise _not_egress_db(args.db, exc) from None
+    finally:
+        conn.close()
     counts = ", ".join(f"{k} {v}" for k, v in sorted(res.decisions.items()))
     print(f"integrity_check: {integrity}; audit rows: {res.rows} ({counts}); in flight: {outstanding}")
     if res.ok and integrity == "ok":
-        print("audit chain OK")
+        print("audit chain OK; budget arithmetic OK (no request charged beyond its reservation)")
         return 0
-    print(f"audit chain BROKEN: {res.problem or 'database integrity check failed'}", file=sys.stderr)
+    print(f"audit verify FAILED: {res.problem or 'database integrity check failed'}", file=sys.stderr)
     return 1
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     import json
+    import sqlite3
+    from pathlib import Path
 
+    from alignlab.errors import AlignlabError
     from alignlab.exfil.audit import export_rows
     from alignlab.io import write_text_atomic
 
+    if args.output and Path(args.output).is_dir():
+        raise AlignlabError(f"output: {args.output} is a directory; pass a file path for the JSONL export")
     conn = _open_db(args.db)
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in export_rows(conn))
-    conn.close()
+    try:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in export_rows(conn))
+    except sqlite3.Error as exc:
+        raise _not_egress_db(args.db, exc) from None
+    finally:
+        conn.close()
     if args.output:
-        write_text_atomic(args.output, text)
+        try:
+            write_text_atomic(args.output, text)
+        except OSError as exc:
+            raise AlignlabError(f"output: cannot write {args.output} ({exc.strerror or exc}); pass a writable "
+                                "file path") from None
     else:
         sys.stdout.write(text)
     return 0

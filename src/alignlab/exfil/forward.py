@@ -4,6 +4,11 @@
 body, and the chunked-encoding framing of streamed responses. A write that would take ``sent`` past
 the reservation (minus what an error ending still needs) is never made: the stream ends with an SSE
 error event, or a whole response becomes a 502, and the request is logged as ``reservation_overrun``.
+
+No upstream header is copied to the client: the proxy writes its own fixed allow-list (Content-Type mapped
+to one of a few constants, the request id, a fixed Server), so the header block never exceeds
+``HEADER_MAX`` <= ``header_allowance``, whatever the upstream sends (a hostile upstream once sent an
+8,000-byte Content-Type past the budget this way).
 """
 
 from __future__ import annotations
@@ -13,13 +18,31 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from alignlab.exfil.meter import SSETextCollector, text_of_response
+from alignlab.exfil.proxy_config import ERROR_MAX
 
 if TYPE_CHECKING:
     from alignlab.exfil.proxy import EgressProxy
 
 
 EOF_BYTES = 5  # b"0\r\n\r\n", the last chunk of a chunked body
-ERROR_EVENT_MAX = 320  # an SSE error event, with its message, never exceeds this
+ERROR_EVENT_MAX = ERROR_MAX  # an SSE error event, with its message, never exceeds this
+MESSAGE_MAX = 150  # error messages are cut to this many characters so error bodies stay <= ERROR_MAX
+SERVER = "alignlab-egress"  # fixed, so aiohttp's version string cannot change the header size
+CONTENT_TYPES = {"application/json": "application/json", "text/event-stream": "text/event-stream",
+                 "text/plain": "text/plain; charset=utf-8"}
+"""The only Content-Type values the proxy sends; any other upstream media type becomes octet-stream."""
+
+
+def safe_content_type(upstream_value: str | None) -> str:
+    """Map an upstream Content-Type to a fixed constant; parameters (``; x=…``) are never forwarded."""
+    media = (upstream_value or "application/json").split(";", 1)[0].strip().lower()
+    return CONTENT_TYPES.get(media, "application/octet-stream")
+
+
+def forwarded_status(status: int) -> bool:
+    """Statuses passed through: 2xx and 4xx/5xx with a body. 1xx, 204/205, 3xx (no Location is
+    forwarded) and anything outside 200–599 become a 502."""
+    return (200 <= status < 300 and status not in (204, 205)) or 400 <= status < 600
 
 
 def error_body(message: str, etype: str, code: str | None, **extra: Any) -> bytes:
@@ -54,7 +77,8 @@ class Forward:
     def _wire(self, n: int) -> int:
         return n + len(f"{n:x}\r\n") + 2 if self.chunked else n
 
-    async def run(self, body: dict | None, stream: bool) -> Any:
+    async def run(self, body: bytes | None, stream: bool) -> Any:
+        """Forward ``body`` (serialised JSON, or None for GET) and answer the client within ``limit`` bytes."""
         import aiohttp
 
         cfg = self.proxy.cfg
@@ -65,10 +89,10 @@ class Forward:
         session = self.proxy.session
         try:
             if body is None:
-                ctx = session.get(url, headers=headers)
+                ctx = session.get(url, headers=headers, allow_redirects=False)
             else:
                 headers["Content-Type"] = "application/json"
-                ctx = session.post(url, data=json.dumps(body).encode(), headers=headers)
+                ctx = session.post(url, data=body, headers=headers, allow_redirects=False)
             async with ctx as up:
                 if stream and up.status == 200:
                     self.stream = True
@@ -95,7 +119,10 @@ class Forward:
         return await loop.run_in_executor(self.proxy.comp, self.proxy.comp_size, text) > self.comp_limit
 
     async def _whole(self, up: Any) -> Any:
-        room = self.limit - self.proxy.cfg.header_allowance
+        if not forwarded_status(up.status):
+            return await self._error(502, f"upstream answered with status {up.status}, which the proxy does not "
+                                     "forward", "upstream_error", "upstream_error")
+        room = self.limit - self.proxy.cfg.header_allowance  # our header block is <= HEADER_MAX <= allowance
         data = bytearray()
         while True:
             chunk = await up.content.read(65536)
@@ -110,17 +137,17 @@ class Forward:
             self.text = ""
             return await self._error(502, f"upstream text exceeds the compressed reservation of {self.comp_limit} "
                                      "bytes", "upstream_error", "reservation_overrun")
-        ctype = up.headers.get("Content-Type", "application/json")
-        return await self._send(up.status, ctype, bytes(data))
+        return await self._send(up.status, safe_content_type(up.headers.get("Content-Type")), bytes(data))
 
     async def _error(self, status: int, message: str, etype: str, code: str) -> Any:
         self.note = code
-        return await self._send(status, "application/json", error_body(message, etype, code))
+        return await self._send(status, "application/json", error_body(message[:MESSAGE_MAX], etype, code))
 
     async def _send(self, status: int, ctype: str, payload: bytes) -> Any:
         from aiohttp import web
 
-        resp = web.StreamResponse(status=status, headers={"Content-Type": ctype, "X-Egress-Request-Id": self.rid})
+        resp = web.StreamResponse(status=status, headers={"Content-Type": ctype, "Server": SERVER,
+                                                          "X-Egress-Request-Id": self.rid})
         resp.content_length = len(payload)
         self.resp = resp
         await resp.prepare(self.request)
@@ -136,7 +163,8 @@ class Forward:
         from aiohttp import web
 
         resp = web.StreamResponse(status=200, headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Egress-Request-Id": self.rid})
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "Server": SERVER,
+            "X-Egress-Request-Id": self.rid})
         self.resp = resp
         await resp.prepare(self.request)
         self.status = 200
@@ -188,7 +216,7 @@ class Forward:
 
     async def _event_error(self, message: str, etype: str, code: str) -> None:
         self.note = code
-        event = b"data: " + error_body(message[:150], etype, code) + b"\n\n"
+        event = b"data: " + error_body(message[:MESSAGE_MAX], etype, code) + b"\n\n"
         assert len(event) <= ERROR_EVENT_MAX
         await self.resp.write(event)
         self.sent += self._wire(len(event))

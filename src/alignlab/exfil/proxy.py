@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import reprlib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 from alignlab.exfil.budget import BudgetStore, RequestInfo
 from alignlab.exfil.forward import Forward, error_body
@@ -20,11 +21,22 @@ from alignlab.exfil.proxy_config import ProxyConfig, is_loopback
 
 log = logging.getLogger("alignlab.exfil.proxy")
 API_ROUTES = {"/v1/chat/completions": "POST", "/v1/completions": "POST", "/v1/models": "GET"}
+
+
 class Rejected(Exception):
     def __init__(self, status: int, message: str, etype: str, code: str | None, headers: dict | None = None,
                  **extra: Any) -> None:
         super().__init__(message)
         self.status, self.etype, self.code, self.headers, self.extra = status, etype, code, headers or {}, extra
+
+
+class Validated(NamedTuple):
+    payload: bytes | None
+    """The request re-serialised for the upstream (None for GET)."""
+    info: RequestInfo
+    n: int
+    max_tokens: int
+    stream: bool
 
 
 class EgressProxy:
@@ -80,7 +92,10 @@ class EgressProxy:
         rid = uuid.uuid4().hex
         info = RequestInfo(rid, client=request.remote or "", path=request.path)
         try:
-            body, info, n, max_tokens, stream = await self._validate(request, info)
+            try:
+                body, info, n, max_tokens, stream = await self._validate(request, info)
+            except RecursionError:  # any walk of a deeply nested value (parse, repr, serialise)
+                raise _too_deep() from None
         except Rejected as rej:
             await self._db(self.store.log_reject, info, rej.status, rej.code or rej.etype)
             return web.Response(status=rej.status, body=error_body(str(rej), rej.etype, rej.code, **rej.extra),
@@ -112,7 +127,21 @@ class EgressProxy:
             log.warning("%s request %s (reserved %d, sent %d)", fwd.note, fwd.rid, fwd.limit, fwd.sent)
         await self._db(self.store.settle, fwd.rid, fwd.charged_raw(), comp, fwd.status, self.cfg.enforce, fwd.note)
 
-    async def _validate(self, request: Any, info: RequestInfo) -> tuple[Any, RequestInfo, int, int, bool]:
+    async def _read_body(self, request: Any) -> bytes:
+        """The whole request body, read to EOF (a single ``read(n)`` may return only part of it), or 413."""
+        limit = self.cfg.max_body
+        if (request.content_length or 0) > limit:
+            raise Rejected(413, f"request body of {request.content_length} bytes exceeds the limit of {limit} "
+                           "bytes", "invalid_request_error", "request_too_large")
+        raw = bytearray()
+        while chunk := await request.content.read(65536):
+            raw += chunk
+            if len(raw) > limit:  # chunked bodies have no Content-Length: stop reading at the limit
+                raise Rejected(413, f"request body exceeds the limit of {limit} bytes",
+                               "invalid_request_error", "request_too_large")
+        return bytes(raw)
+
+    async def _validate(self, request: Any, info: RequestInfo) -> Validated:
         want = API_ROUTES.get(request.path)
         if want is None:
             raise Rejected(404, f"path {request.path} is not proxied; use /v1/chat/completions, /v1/completions "
@@ -121,20 +150,8 @@ class EgressProxy:
             raise Rejected(405, f"method {request.method} not allowed on {request.path}; use {want}",
                            "invalid_request_error", "method_not_allowed")
         if want == "GET":
-            return None, info, 1, 0, False
-        if (request.content_length or 0) > self.cfg.max_body:
-            raise Rejected(413, f"request body of {request.content_length} bytes exceeds the limit of "
-                           f"{self.cfg.max_body} bytes", "invalid_request_error", "request_too_large")
-        raw = await request.content.read(self.cfg.max_body + 1)
-        if len(raw) > self.cfg.max_body:
-            raise Rejected(413, f"request body exceeds the limit of {self.cfg.max_body} bytes",
-                           "invalid_request_error", "request_too_large")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise Rejected(400, "body: not valid JSON", "invalid_request_error", "invalid_json") from None
-        if not isinstance(body, dict):
-            raise Rejected(400, "body: must be a JSON object", "invalid_request_error", "invalid_json")
+            return Validated(None, info, 1, 0, False)
+        body = _parse_json(await self._read_body(request))
         field = "messages" if request.path.endswith("chat/completions") else "prompt"
         if field not in body:
             raise Rejected(400, f"{field}: required field is missing", "invalid_request_error", "missing_field",
@@ -144,6 +161,19 @@ class EgressProxy:
             raise Rejected(400, "stream: must be true or false", "invalid_request_error", "invalid_value",
                            param="stream")
         body.setdefault("max_tokens", self.cfg.default_max_tokens)
+        self._check_limits(body)
+        model = body.get("model", "")
+        model = model if isinstance(model, str) else reprlib.repr(model)
+        info = RequestInfo(info.request_id, info.client, info.path, model[:200], stream)
+        # an upstream may honour either field: reserve for the larger one
+        tokens = max(int(body["max_tokens"]), int(body.get("max_completion_tokens", 0)))
+        try:
+            payload = json.dumps(body).encode()
+        except (RecursionError, ValueError):
+            raise _too_deep() from None
+        return Validated(payload, info, int(body.get("n", 1)), tokens, stream)
+
+    def _check_limits(self, body: dict) -> None:
         limits = (("max_tokens", self.cfg.max_tokens_cap), ("max_completion_tokens", self.cfg.max_tokens_cap),
                   ("n", self.cfg.n_cap))
         for name, cap in limits:
@@ -151,7 +181,7 @@ class EgressProxy:
                 continue
             value = body[name]
             if isinstance(value, bool) or not isinstance(value, int):
-                raise Rejected(400, f"{name}: must be an integer, got {value!r}", "invalid_request_error",
+                raise Rejected(400, f"{name}: must be an integer, got {reprlib.repr(value)}", "invalid_request_error",
                                "invalid_value", param=name)
             if value < 1:
                 raise Rejected(400, f"{name}: must be >= 1, got {value}", "invalid_request_error",
@@ -159,8 +189,19 @@ class EgressProxy:
             if value > cap:
                 raise Rejected(400, f"{name}: {value} exceeds the limit of {cap}", "invalid_request_error",
                                "limit_exceeded", param=name)
-        info = RequestInfo(info.request_id, info.client, info.path, str(body.get("model", ""))[:200], stream)
-        # an upstream may honour either field: reserve for the larger one
-        tokens = max(int(body["max_tokens"]), int(body.get("max_completion_tokens", 0)))
-        return body, info, int(body.get("n", 1)), tokens, stream
 
+
+def _parse_json(raw: bytes) -> dict:
+    try:
+        body = json.loads(raw)
+    except RecursionError:  # deeply nested arrays/objects: a client error, not a 500
+        raise _too_deep() from None
+    except (ValueError, UnicodeDecodeError):
+        raise Rejected(400, "body: not valid JSON", "invalid_request_error", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise Rejected(400, "body: must be a JSON object", "invalid_request_error", "invalid_json")
+    return body
+
+
+def _too_deep() -> Rejected:
+    return Rejected(400, "body: JSON nested too deeply", "invalid_request_error", "invalid_json")

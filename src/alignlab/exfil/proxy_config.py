@@ -11,6 +11,12 @@ from urllib.parse import urlsplit
 from alignlab.errors import AlignlabError
 from alignlab.exfil.units import parse_size
 
+HEADER_MAX = 512
+"""Upper bound on the status line + header block of any response the proxy forwards. Headers come from a
+fixed allow-list (no upstream header value is copied), so the block is ~300 bytes; tests assert the bound."""
+ERROR_MAX = 320
+"""Upper bound on a proxy-written error body or SSE error event (messages are cut to 150 characters)."""
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -50,9 +56,9 @@ class ProxyConfig:
     per_token_bound: int = 96
     """Raw bytes reserved per token: longest token's UTF-8 bytes (16) × JSON-escaping worst case (6)."""
     header_allowance: int = 1024
-    """Bytes reserved for the status line and headers."""
+    """Bytes reserved for the status line and headers (>= 512: the proxy's fixed header block always fits)."""
     body_allowance: int = 2048
-    """Bytes reserved for the JSON envelope of a non-streamed response (or an error body)."""
+    """Bytes reserved for the JSON envelope of a non-streamed response or an error body (>= 320)."""
     chunk_envelope: int = 400
     """Bytes reserved per streamed token for its SSE chunk envelope and chunked framing."""
     comp_allowance: int = 128
@@ -80,6 +86,10 @@ class ProxyConfig:
                      "body_allowance", "chunk_envelope", "comp_allowance", "max_body"):
             if getattr(self, name) < 1:
                 raise AlignlabError(f"{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
+        # the reservation must always hold the proxy's own headers and an error ending (bytes <= charged)
+        for name, least in (("header_allowance", HEADER_MAX), ("body_allowance", ERROR_MAX)):
+            if getattr(self, name) < least:
+                raise AlignlabError(f"{name.replace('_', '-')}: must be >= {least} bytes, got {getattr(self, name)}")
         if self.default_max_tokens > self.max_tokens_cap:
             raise AlignlabError("default_max_tokens: must not exceed --max-tokens-cap")
         if not (self.upstream_timeout > 0):

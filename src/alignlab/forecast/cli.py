@@ -1,6 +1,6 @@
 """`alignlab forecast`: the Direct Approach from scaling laws to an arrival-year distribution.
 
-Commands: k, compute, requirements, timeline, compare. Only argparse/stdlib at import time.
+Commands: k, compute, requirements, timeline, compare, sensitivity. Only argparse/stdlib at import time.
 """
 
 from __future__ import annotations
@@ -20,11 +20,30 @@ def _add_run_args(c: argparse.ArgumentParser, params_help: str) -> None:
     c.add_argument(
         "--inputs",
         default=None,
-        help="JSON file overriding timeline inputs and the slowdown / "
-        "k_performance priors (distributions as {kind, width, lo, hi})",
+        help="inline JSON object or JSON file overriding any input: timeline inputs, the slowdown / "
+        "k_performance priors, decay_exponent, scale_factor, scale_anchor, update_on_no_tai, "
+        "scale_tai_requirements, data_exhausted_year, data_quality_fraction (distributions as "
+        "{kind, width, lo, hi}; a number is a fixed value)",
     )
+    _add_maths_args(c)
     c.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
     c.add_argument("--out", default=None, help="directory for plots and a JSON record")
+
+
+def _add_maths_args(c: argparse.ArgumentParser) -> None:
+    """Maths options; any of them adds a 'custom' mode (corrected maths with these changes)."""
+    g = c.add_argument_group("maths (any option adds a 'custom' mode: corrected with these changes)")
+    g.add_argument("--k-units", default=None, help="nats (consistent) or bits (log2 over nats, as coded)")
+    g.add_argument(
+        "--g-formula",
+        default=None,
+        help="allocation constant G: hoffmann, reference (as coded) or no-exponent",
+    )
+    g.add_argument("--inversion", default=None, help="closed, interpolate (reference) or interpolate-2023")
+    g.add_argument("--criterion", default=None, help="wald (Wald's SPRT) or liu (boundary ln r, Liu 2024)")
+    g.add_argument(
+        "--liu-r", type=float, default=None, help="likelihood-ratio boundary r for liu (default 10)"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,19 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--slowdown", type=float, default=1.0, help="human-judge slowdown s")
     c.add_argument("--params", default="hoffmann2022", help="hoffmann2022, besiroglu2024 or a JSON file")
     c.add_argument("--confidence", type=float, default=0.9, help="confidence c (default 0.9)")
-    c.add_argument("--k-units", choices=("nats", "bits"), default=None, help="extra 'custom' row: k units")
-    c.add_argument(
-        "--g-formula",
-        choices=("hoffmann", "reference", "no-exponent"),
-        default=None,
-        help="extra 'custom' row: allocation constant G",
-    )
-    c.add_argument(
-        "--inversion",
-        choices=("closed", "interpolate", "interpolate-2023"),
-        default=None,
-        help="extra 'custom' row: inversion method",
-    )
+    _add_maths_args(c)
     c.add_argument("--json", action="store_true", help="print JSON")
     c.add_argument("--out", default=None, help="directory for kl_vs_compute.png and k_vs_compute.png")
     c.set_defaults(func=_lazy("cmd_compute"))
@@ -80,30 +87,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_run_args(c, "hoffmann2022, besiroglu2024 or a JSON file (default: both named sets)")
     c.set_defaults(func=_lazy("cmd_requirements"))
 
-    for name, helptext, func in (
-        ("timeline", "P(TAI by 2030/2050/2100) and arrival percentiles, both modes", "cmd_timeline"),
-        ("compare", "reference vs corrected medians and their difference in OOM", "cmd_compare"),
+    for name, helptext in (
+        ("timeline", "P(TAI by 2030/2050/2100), arrival percentiles and compute-supply plots, every mode"),
+        (
+            "compare",
+            "reference vs corrected medians and their difference; with --inputs, the overrides' effect",
+        ),
+        ("sensitivity", "arrival median with each input at its interval's low/high end (tornado.png)"),
     ):
         c = cmds.add_parser(name, help=helptext)
         _add_run_args(c, "scaling law (default: the preset's; head = besiroglu2024, readme = hoffmann2022)")
         c.add_argument(
             "--preset",
             default="head",
-            choices=("head", "readme-2023-08-23"),
-            help="reference configuration (default head = 01ffd90)",
+            help="reference configuration: head (01ffd90, default) or readme-2023-08-23",
         )
-        if name == "timeline":
-            c.add_argument("--no-update", action="store_true", help="skip the update on no TAI yet")
-            c.add_argument("--no-scale", action="store_true", help="skip the 5/7 upper-bound adjustment")
-        else:
+        c.add_argument("--no-update", action="store_true", help="skip the update on no TAI yet")
+        c.add_argument("--no-scale", action="store_true", help="skip the 5/7 upper-bound adjustment")
+        if name == "compare":
             c.add_argument("--no-timeline", action="store_true", help="requirements only")
-        c.set_defaults(func=_lazy(func))
+        c.set_defaults(func=_lazy(f"cmd_{name}", "commands_timeline"))
 
 
-def _lazy(name: str):
+def _lazy(name: str, module: str = "commands"):
     def handler(args: argparse.Namespace) -> int:
-        from alignlab.forecast import commands
+        import importlib
 
-        return getattr(commands, name)(args)
+        return getattr(importlib.import_module(f"alignlab.forecast.{module}"), name)(args)
 
     return handler

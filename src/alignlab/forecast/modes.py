@@ -49,6 +49,9 @@ class Maths:
             raise AlignlabError(f"unknown --inversion {self.inversion!r}; use one of {', '.join(INVERSIONS)}")
         if self.criterion not in ("wald", "liu"):
             raise AlignlabError(f"unknown --criterion {self.criterion!r}; use wald or liu")
+        r = self.liu_r
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 1.0 < r < float("inf"):
+            raise AlignlabError(f"--liu-r must be a finite number above 1, got {r!r}; default 10")
 
     def describe(self) -> dict:
         return {
@@ -58,6 +61,7 @@ class Maths:
             "inversion": self.inversion,
             "confidence": self.confidence,
             "criterion": self.criterion,
+            "liu_r": self.liu_r,
         }
 
 

@@ -8,24 +8,20 @@ import numpy as np
 
 from alignlab.forecast.kperf import k_constant
 from alignlab.forecast.modes import Maths
+from alignlab.forecast.output import save_figure, write_json
 from alignlab.forecast.requirements import RequirementSamples
 from alignlab.forecast.scaling import ScalingLaw, kl_at_compute
 from alignlab.forecast.timeline import Arrival
-from alignlab.io import atomic_path, write_json_atomic
 
 # Task horizons for orientation (report Fig. 1 via Schmitz), tokens.
 HORIZONS: dict[str, float] = {"tweet": 1e2, "short blog post": 1e3, "scientific manuscript": 1e4, "book": 1e5}
 SLOWDOWNS: tuple[float, ...] = (1.0, 10.0, 53.4)
-STYLE = {"reference": "--", "corrected": "-"}
+STYLE = {"reference": "--", "readme-2023": "--", "gfix": "-.", "corrected": "-", "custom": ":"}
 
 
 def _save(fig, path: Path, record: dict) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    write_json_atomic(path.with_suffix(".json"), record)
+    save_figure(fig, path)
+    write_json(path.with_suffix(".json"), record)
     return path
 
 
@@ -98,7 +94,9 @@ def plot_k_vs_compute(law: ScalingLaw, modes: list[Maths], path: Path) -> Path:
     )
 
 
-def plot_requirements(reqs: dict[str, RequirementSamples], path: Path) -> Path:
+def plot_requirements(
+    reqs: dict[str, RequirementSamples], path: Path, title: str | None = None, record: dict | None = None
+) -> Path:
     """Empirical CDFs of raw, updated and updated+scaled requirements for each mode."""
     fig, ax = _figure()
     colours = {"raw": "tab:blue", "updated": "tab:orange", "updated_scaled": "tab:green"}
@@ -116,15 +114,15 @@ def plot_requirements(reqs: dict[str, RequirementSamples], path: Path) -> Path:
     ax.set_xlabel("log10 effective FLOP required")
     ax.set_ylabel("CDF")
     first = next(iter(reqs.values()))
-    ax.set_title(f"TAI compute requirement, {first.params}")
+    if title:
+        ax.set_title(f"TAI compute requirement\n{title}", fontsize=7)
+    else:
+        ax.set_title(f"TAI compute requirement, {first.params}, seed {first.seed}, {first.samples} samples")
     ax.legend(fontsize=7)
     return _save(
         fig,
         path,
-        {
-            "plot": "requirements",
-            "runs": {m: {k: v for k, v in r.summary().items()} for m, r in reqs.items()},
-        },
+        {"plot": "requirements", **(record or {}), "runs": {m: r.summary() for m, r in reqs.items()}},
     )
 
 
@@ -147,6 +145,7 @@ def plot_arrival(
     ax.set_xlabel("year")
     ax.set_ylabel("P(TAI by year)")
     ax.set_ylim(0, 1)
-    ax.set_title(f"Arrival-year CDF, preset {(record or {}).get('preset', '?')}")
+    line = (record or {}).get("provenance_line", f"preset {(record or {}).get('preset', '?')}")
+    ax.set_title(f"Arrival-year CDF\n{line}", fontsize=7)
     ax.legend(fontsize=7)
     return _save(fig, path, {"plot": "arrival_cdf", **(record or {})})

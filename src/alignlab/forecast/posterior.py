@@ -8,6 +8,7 @@ deterministic 1-D quadrature of the same density, with importance sampling and P
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,7 +28,21 @@ class UpdateModel:
     observed_runs: tuple[tuple[float, float], ...] = ((17.0, 8.0), (23.0, 2.0), (25.0, 1.0))
     """(log10 FLOP of the largest run, years observed without TAI) pairs."""
     decay_exponent: float = 0.3
-    """Poisson arrival rate per year is 10^(decay_exponent (R - c))."""
+    """Poisson arrival rate per year is 10^(decay_exponent (R - c)); larger = stronger update."""
+
+    def __post_init__(self) -> None:
+        d = self.decay_exponent
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or d <= 0:
+            raise AlignlabError(f"decay_exponent must be a positive finite number, got {d!r}; default 0.3")
+        for pair in self.observed_runs:
+            if (
+                len(pair) != 2
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in pair)
+                or pair[1] < 0
+            ):
+                raise AlignlabError(
+                    f"observed_runs entries must be [log10 FLOP, years >= 0] pairs, got {pair!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -148,5 +163,5 @@ def update_on_no_tai(
 
 
 def scale_upper_bound(x: np.ndarray, factor: float = 5.0 / 7.0, anchor: float = 25.0) -> np.ndarray:
-    """Upper-bound adjustment x' = (5/7)(x - 25) + 25 on log10 FLOP (spec §7)."""
+    """Upper-bound adjustment x' = factor (x - anchor) + anchor on log10 FLOP; 5/7 about 25 as coded (spec §7)."""
     return factor * (np.asarray(x, dtype=float) - anchor) + anchor

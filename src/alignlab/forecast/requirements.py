@@ -7,6 +7,7 @@ scaled (upper-bound adjustment only) and updated then scaled (the app's default,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,22 +24,66 @@ from alignlab.forecast.scaling import ScalingLaw, draw_noise
 Variant = Literal["raw", "updated", "scaled", "updated_scaled"]
 VARIANTS: tuple[str, ...] = ("raw", "updated", "scaled", "updated_scaled")
 QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
+PERCENTILES: tuple[int, ...] = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 
 
 @dataclass(frozen=True)
 class RequirementInputs:
-    """Priors of the requirement stage (spec §7); defaults are the reference code's at HEAD."""
+    """Priors and adjustments of the requirement stage (spec §7); defaults are the reference code's at HEAD."""
 
     slowdown: DistributionCI = DistributionCI("lognormal", 70, 9.84, 290)
     """Human-judge slowdown s (lognormal, 70% CI [9.84, 290], median 53.42)."""
     k_performance: DistributionCI = DistributionCI("lognormal", 70, 3129, 141714)
     """Task horizon k in tokens (lognormal, 70% CI [3 129, 141 714], median 21 058)."""
     update: UpdateModel = field(default_factory=UpdateModel)
-    """The no-TAI-yet likelihood."""
+    """The no-TAI-yet likelihood (its decay_exponent is an --inputs key)."""
     scale_factor: float = 5.0 / 7.0
-    """Upper-bound adjustment slope: x' = factor (x - anchor) + anchor."""
+    """Upper-bound adjustment slope in (0, 1]: x' = factor (x - anchor) + anchor (1 = no adjustment)."""
     scale_anchor: float = 25.0
     """Upper-bound adjustment anchor, log10 FLOP."""
+    update_on_no_tai: bool = True
+    """Whether the timeline uses the requirement updated on no TAI yet (the app's update_on_no_tai)."""
+    scale_tai_requirements: bool = True
+    """Whether the timeline uses the upper-bound-adjusted requirement (the app's scale_tai_requirements)."""
+
+    def __post_init__(self) -> None:
+        for key in ("slowdown", "k_performance"):
+            dist = getattr(self, key)
+            if not isinstance(dist, DistributionCI) or dist.kind == "normal" or dist.lo <= 0:
+                raise AlignlabError(
+                    f"--inputs {key}: use a lognormal or a positive delta (draws must be > 0)"
+                )
+        f = self.scale_factor
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
+            raise AlignlabError(f"scale_factor must be in (0, 1] (1 = no adjustment), got {f!r}; default 5/7")
+        a = self.scale_anchor
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a):
+            raise AlignlabError(f"scale_anchor must be a finite log10 FLOP value, got {a!r}; default 25")
+        for key in ("update_on_no_tai", "scale_tai_requirements"):
+            if not isinstance(getattr(self, key), bool):
+                raise AlignlabError(f"{key} must be true or false, got {getattr(self, key)!r}")
+
+    @property
+    def variant(self) -> str:
+        """The requirement variant the timeline pairs with rollouts."""
+        return {
+            (True, True): "updated_scaled",
+            (True, False): "updated",
+            (False, True): "scaled",
+            (False, False): "raw",
+        }[(self.update_on_no_tai, self.scale_tai_requirements)]
+
+    def describe(self) -> dict:
+        return {
+            "slowdown": self.slowdown.to_dict(),
+            "k_performance": self.k_performance.to_dict(),
+            "decay_exponent": self.update.decay_exponent,
+            "observed_runs": [list(p) for p in self.update.observed_runs],
+            "scale_factor": self.scale_factor,
+            "scale_anchor": self.scale_anchor,
+            "update_on_no_tai": self.update_on_no_tai,
+            "scale_tai_requirements": self.scale_tai_requirements,
+        }
 
 
 @dataclass(frozen=True)
@@ -72,6 +117,13 @@ class RequirementSamples:
     def quantiles(self, qs: tuple[float, ...] = QUANTILES) -> dict[str, list[float]]:
         return {v: [float(x) for x in np.quantile(self.variant(v), qs)] for v in VARIANTS}
 
+    def percentiles(self) -> dict[str, dict[str, float]]:
+        """Percentiles 1..99 of every variant, log10 effective FLOP."""
+        return {
+            v: {f"p{p}": float(x) for p, x in zip(PERCENTILES, np.percentile(self.variant(v), PERCENTILES))}
+            for v in VARIANTS
+        }
+
     def summary(self) -> dict:
         return {
             "mode": self.mode,
@@ -82,6 +134,7 @@ class RequirementSamples:
             "non_finite": self.non_finite,
             "prior_fit": {"mu": self.prior_mu, "sigma": self.prior_sigma},
             "quantiles_p10_p50_p90": self.quantiles(),
+            "percentiles": self.percentiles(),
         }
 
 
@@ -98,10 +151,6 @@ def sample_requirements(
     n = cfg.samples
     s = inputs.slowdown.sample(rng, n)  # [n]
     k = inputs.k_performance.sample(rng, n)  # [n]
-    if np.any(s <= 0) or np.any(k <= 0):
-        raise AlignlabError(
-            "slowdown and k-performance priors must give positive draws; use lognormal or a positive delta"
-        )
     draws = draw_noise(law, rng, n)
     raw_all = log10_compute_for_k(k, s, draws, maths, law)  # [n]
     finite = np.isfinite(raw_all)

@@ -56,6 +56,11 @@ class TimelineInputs:
     algo_limit: DistributionCI = DistributionCI("lognormal", 80, 2.25, 12.1)
     """lambda, log10 of the largest possible algorithmic multiplier, OOM."""
 
+    data_exhausted_year: float | None = None
+    """Data-quality scenario (default off): year from which new training tokens are lower-quality data."""
+    data_quality_fraction: float = 1.0
+    """Data-quality scenario: worth of a token from data_exhausted_year on, in (0, 1] (1 = no effect)."""
+
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
@@ -63,6 +68,52 @@ class TimelineInputs:
                 raise AlignlabError(f"timeline input {f.name} must be finite, got {v}")
         if self.starting_gwp <= 0 or self.gpu_dollar_cost <= 0:
             raise AlignlabError("starting_gwp and gpu_dollar_cost must be positive")
+        # The reference app's validators (app.py, SpendingParams etc.), plus the logs this port takes.
+        for name, bound, strict in LOWER_BOUNDS:
+            lo = getattr(self, name).lo
+            if lo < bound or (strict and lo == bound):
+                rel = ">" if strict else ">="
+                raise AlignlabError(
+                    f"timeline input {name}: its value (or its interval's lower end) must be {rel} {bound:g}, "
+                    f"got {lo:g}"
+                    + (
+                        " (a growth rate of -100%/yr or less makes the growth factor <= 0)"
+                        if bound == -100
+                        else ""
+                    )
+                )
+        if not 0.0 < self.data_quality_fraction <= 1.0:
+            raise AlignlabError(
+                f"timeline input data_quality_fraction must be in (0, 1], got {self.data_quality_fraction:g}"
+            )
+
+    def data_quality_offset(self, n_years: int = len(YEARS)) -> np.ndarray:
+        """log10 effective-data multiplier per year: 0 before data_exhausted_year, log10 f from then.  # [Y]
+
+        The scenario enters the scaling law's data term as B/(f D)^beta. With the allocation re-fitted to the
+        cheaper data (B' = B f^-beta, G' = G f^(beta/(alpha+beta)) for the hoffmann and reference G), the
+        compute-optimal KL at compute C equals the full-quality KL at f C, so it shifts effective compute by
+        log10 f (exact for every parameter draw). Counting every token as worth f is the pessimistic end:
+        a run that still uses the whole high-quality stock has an average worth between f and 1.
+        """
+        years = YEARS[:n_years]
+        if self.data_exhausted_year is None or self.data_quality_fraction == 1.0:
+            return np.zeros(years.shape)
+        return np.where(years >= self.data_exhausted_year, math.log10(self.data_quality_fraction), 0.0)
+
+
+# (input, bound, strict) on the lower end of its interval: growth factors 1 + r/100 must be > 0; logs of
+# spend, GWP share, process size, transistors per core and transfer need > 0; algo_limit >= 0 (app.py).
+LOWER_BOUNDS: tuple[tuple[str, float, bool], ...] = (
+    ("invest_growth_rate", -100.0, True),
+    ("gwp_growth_rate", -100.0, True),
+    ("starting_max_spend", 0.0, True),
+    ("max_gwp_pct", 0.0, True),
+    ("transistors_per_core_limit", 0.0, True),
+    ("process_size_limit", 0.0, True),
+    ("transfer_multiplier", 0.0, True),
+    ("algo_limit", 0.0, False),
+)
 
 
 README_2023_INPUTS = TimelineInputs(
@@ -82,7 +133,11 @@ def inputs_from_dict(obj: object, base: TimelineInputs | None = None) -> Timelin
         if key not in names:
             raise AlignlabError(f"unknown timeline input {key!r}; valid: {', '.join(names)}")
         current = getattr(base, key)
-        if isinstance(current, DistributionCI):
+        if key == "data_exhausted_year":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise AlignlabError(f"timeline input {key} must be a year or null, got {value!r}")
+            changes[key] = None if value is None else float(value)
+        elif isinstance(current, DistributionCI):
             changes[key] = DistributionCI.from_obj(value, key)
         elif isinstance(current, bool):
             if not isinstance(value, bool):
@@ -108,13 +163,11 @@ def constrain(v, limit):
     return np.where(lim == 0.0, 0.0, out)
 
 
-def resample_positive(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def resample_positive(x: np.ndarray, rng: np.random.Generator, name: str = "input") -> np.ndarray:
     """common.resample_between(min=0): keep draws > 0 in order, append picks from them for the rest."""
     valid = x[x > 0]
     if valid.size == 0:
-        raise AlignlabError(
-            "every draw of a growth factor is <= 0; raise the growth-rate interval above -100%"
-        )
+        raise AlignlabError(f"every draw of timeline input {name} is out of range; move its interval up")
     return np.concatenate([valid, rng.choice(valid, size=x.size - valid.size)])
 
 
@@ -144,12 +197,13 @@ def spending(
     inputs: TimelineInputs, rng: np.random.Generator, n: int, n_years: int = len(YEARS)
 ) -> np.ndarray:
     """S: log10 $ on the largest training run.  # [n, n_years]"""
-    r = (resample_positive(1 + inputs.invest_growth_rate.sample(rng, n) / 100, rng) - 1) * 100  # [n]
+    r = inputs.invest_growth_rate.sample(rng, n)  # [n]
+    r = (resample_positive(1 + r / 100, rng, "invest_growth_rate") - 1) * 100
     p = inputs.max_gwp_pct.sample(rng, n)
-    g = (resample_positive(1 + inputs.gwp_growth_rate.sample(rng, n) / 100, rng) - 1) * 100
+    g = (resample_positive(1 + inputs.gwp_growth_rate.sample(rng, n) / 100, rng, "gwp_growth_rate") - 1) * 100
     m0 = inputs.starting_max_spend.sample(rng, n)
     if np.any(m0 <= 0):
-        m0 = resample_positive(m0, rng)
+        m0 = resample_positive(m0, rng, "starting_max_spend")
     return spending_path(r, g, p, m0, inputs.starting_gwp, n_years, inputs.begin_at_initial_spending)
 
 
@@ -207,6 +261,25 @@ class Arrival:
         hit = np.nonzero(curve >= q)[0]
         return int(self.years[hit[0]]) if hit.size else None
 
+    def fractional_year(self, q: float = 0.5) -> float | None:
+        """Year where P_n crosses q, linearly interpolated between whole years; None if never."""
+        hit = np.nonzero(self.p_exceed >= q)[0]
+        if not hit.size:
+            return None
+        i = int(hit[0])
+        if i == 0:
+            return float(self.years[0])
+        p0, p1 = self.p_exceed[i - 1], self.p_exceed[i]
+        return float(self.years[i - 1] + (q - p0) / (p1 - p0))
+
+    def curve(self) -> dict[str, list]:
+        """The whole per-year curve: years, P_n and P*_n in percent."""
+        return {
+            "years": [int(y) for y in self.years],
+            "p_exceed_pct": [float(100 * p) for p in self.p_exceed],
+            "first_passage_pct": [float(100 * p) for p in self.p_first],
+        }
+
     def prob(self, year: int, first_passage: bool = False) -> float:
         curve = self.p_first if first_passage else self.p_exceed
         return float(curve[int(year) - START_YEAR])
@@ -249,10 +322,12 @@ class Rollouts:
     spending: np.ndarray
     flops_per_dollar: np.ndarray
     algorithmic: np.ndarray
+    data_quality: np.ndarray | None = None  # [78] log10 effective-data multiplier; None = scenario off
 
     @property
     def effective(self) -> np.ndarray:
-        return self.spending + self.flops_per_dollar + self.algorithmic
+        e = self.spending + self.flops_per_dollar + self.algorithmic
+        return e if self.data_quality is None else e + self.data_quality[None, :]
 
 
 def sample_rollouts(inputs: TimelineInputs, rng: np.random.Generator, n: int) -> Rollouts:
@@ -260,4 +335,5 @@ def sample_rollouts(inputs: TimelineInputs, rng: np.random.Generator, n: int) ->
     algo = algorithmic_progress(inputs, rng, n)
     spend = spending(inputs, rng, n)
     fpd = flops_per_dollar(inputs, rng, n)
-    return Rollouts(spending=spend, flops_per_dollar=fpd, algorithmic=algo)
+    dq = inputs.data_quality_offset() if inputs.data_exhausted_year is not None else None
+    return Rollouts(spending=spend, flops_per_dollar=fpd, algorithmic=algo, data_quality=dq)

@@ -153,3 +153,30 @@ def _eoi_ids(fmt: ChatFormat) -> tuple[int, ...]:
     if tok.bos_token_id is not None and full[:2] == [tok.bos_token_id] * 2:
         raise TemplateError("the rendered prompt starts with two BOS tokens (template and tokenizer both add one)")
     return tuple(eoi)
+
+
+def context_length(model: Any) -> int | None:
+    """The model's maximum sequence length from its config (None when the config does not say)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_context(fmt: ChatFormat, model: Any, prompts: dict[str, list[str]], reserve: int = 0) -> None:
+    """Refuse (one line, naming the set and prompt) any prompt whose rendered tokens plus ``reserve`` new tokens
+    exceed the model's context. We refuse rather than truncate: a truncated prompt loses its end, and with it
+    the post-instruction tokens every refusal measurement reads."""
+    limit = context_length(model)
+    if limit is None:
+        return
+    for name, texts in prompts.items():
+        for i, text in enumerate(texts):
+            n = len(fmt.token_ids(text))
+            if n + reserve > limit:
+                raise TemplateError(
+                    f"{name} prompt #{i + 1} ({text[:40]!r}...) is {n} tokens with the chat template; with "
+                    f"{reserve} new tokens that exceeds the model's context of {limit}: shorten or remove it"
+                )

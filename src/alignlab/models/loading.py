@@ -43,12 +43,28 @@ def cache_root() -> Path:
 
 def pick_device(device: str | None = None) -> torch.device:
     if device and device != "auto":
-        return torch.device(device)
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise AlignlabError(f"unknown --device {device!r}: use cpu, cuda, cuda:N, mps or auto") from exc
+        _check_available(dev)
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _check_available(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AlignlabError(f"--device {dev} asked for CUDA, but this torch build sees no CUDA GPU: use "
+                                "--device cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise AlignlabError(f"--device {dev}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise AlignlabError("--device mps is not available on this machine: use --device cpu (or auto)")
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -114,9 +130,11 @@ def resolve_source(spec: str, *, allow_pickle: bool = False) -> tuple[Path | str
     if path.is_dir():
         _check_local_dir(path, allow_pickle)
         return path, {"local": str(path)}
-    if path.exists() or spec.startswith((".", "/")):
+    if path.exists() or spec.startswith((".", "/", "~")):
         raise AlignlabError(f"{spec}: not a model directory, .gguf file or embedded name ({', '.join(EMBEDDED)})")
-    return spec, {"hub": spec}
+    from alignlab.models.hub import check_hub_id
+
+    return check_hub_id(spec), {"hub": spec}
 
 
 def _refuse_pickle(path: Path, allow_pickle: bool) -> None:
@@ -163,14 +181,41 @@ def gguf_to_cache(path: Path, *, name: str) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    _check_gguf_header(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    except (ValueError, OSError, KeyError, IndexError, EOFError) as exc:
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise AlignlabError(f"cannot read GGUF file {path} ({first}): the file is damaged, truncated or of an "
+                            "architecture transformers cannot load; download it again") from exc
     # The dequantised model is an ordinary float model: drop the GGUF quantiser so it can be saved.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     save_pretrained_atomic(model, tokenizer, target)
     return target
+
+
+def _check_gguf_header(path: Path) -> None:
+    """Fail in one line on a file that is not GGUF at all or is cut short (the tensor data it declares is
+    missing), before transformers reads it."""
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise AlignlabError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    except Exception as exc:  # noqa: BLE001 - the reader raises many types on a damaged file
+        raise AlignlabError(f"cannot read GGUF file {path} ({type(exc).__name__}): the file is damaged or "
+                            "truncated; download it again") from exc
+    size = path.stat().st_size
+    if end > size:
+        raise AlignlabError(f"GGUF file {path} is truncated ({size} bytes, its tensors need {end}): download it "
+                            "again")
 
 
 def save_pretrained_atomic(model: Any, tokenizer: Any, target: Path) -> None:

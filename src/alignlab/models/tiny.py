@@ -35,7 +35,7 @@ _COMMON: dict[str, Any] = {
     "num_attention_heads": HEADS,
     "num_key_value_heads": KV_HEADS,
     "head_dim": 16,
-    "max_position_embeddings": 128,
+    "max_position_embeddings": 512,  # rotary: no parameter depends on it; long enough for prompt + 64 new tokens
     "bos_token_id": 1,
     "eos_token_id": 2,
     "pad_token_id": 0,
@@ -72,7 +72,7 @@ FAMILY_CONFIGS: dict[str, Callable[[], dict[str, Any]]] = {
     },
     "gpt_neox": lambda: {
         "vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-        "intermediate_size": INTERMEDIATE, "max_position_embeddings": 128, "bos_token_id": 1,
+        "intermediate_size": INTERMEDIATE, "max_position_embeddings": 512, "bos_token_id": 1,
         "eos_token_id": 2, "tie_word_embeddings": False, "use_parallel_residual": True, "rotary_pct": 0.5,
     },
 }

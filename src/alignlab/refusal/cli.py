@@ -41,6 +41,7 @@ def _config(args: argparse.Namespace, stop_after: str | None):
         eval=from_args(EvalConfig, args, prefix="eval-"), device=args.device, dtype=args.dtype,
         chat_template=args.chat_template, fallback_template=args.fallback_template,
         export=not args.no_export, export_gguf=args.export_gguf, stop_after=stop_after,
+        allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code,
     )
 
 
@@ -69,28 +70,66 @@ def _run(stop_after: str | None):
     return handler
 
 
-def _ablate(args: argparse.Namespace) -> int:
+def _check_ablate_args(args: argparse.Namespace) -> None:
+    """Every meaningless or conflicting option is an error before the model loads."""
+    import math
+
+    from alignlab.errors import AlignlabError
+
+    if args.max_new_tokens < 1:
+        raise AlignlabError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if not math.isfinite(args.coeff):
+        raise AlignlabError(f"--coeff must be a finite number, got {args.coeff}")
+    if not args.add and (args.layer is not None or args.coeff != 1.0):
+        raise AlignlabError("--layer and --coeff apply only with --add (ablation acts on every layer): add --add "
+                            "or drop them")
+    if args.add and args.layer is None:
+        raise AlignlabError("--add needs --layer (the selected layer is in RUN/selection.json)")
+
+
+def _read_direction(path: str):
     from safetensors.torch import load_file
 
     from alignlab.errors import AlignlabError
-    from alignlab.models.chat import chat_format
+
+    try:
+        tensors = load_file(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise AlignlabError(f"cannot read direction file {path}: expected a safetensors file "
+                            "(e.g. RUN/direction.safetensors)") from exc
+    if "direction" not in tensors:
+        raise AlignlabError(f"{path} has no 'direction' tensor")
+    direction = tensors["direction"].float()  # [d_model]
+    if direction.ndim != 1:
+        raise AlignlabError(f"{path}: 'direction' must be a vector [d_model], got shape {list(direction.shape)}")
+    if not bool(direction.isfinite().all()):
+        raise AlignlabError(f"{path}: the direction holds NaN or infinite values; recompute it")
+    if float(direction.norm()) == 0.0:
+        raise AlignlabError(f"{path}: the direction is all zeros (ablating or adding it does nothing)")
+    return direction
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from alignlab.errors import AlignlabError
+    from alignlab.models.anatomy import map_model
+    from alignlab.models.chat import chat_format, check_context
     from alignlab.models.cli import load_from_args
     from alignlab.models.generate import generate_greedy
     from alignlab.refusal.intervene import ablate, add_direction
 
-    try:
-        tensors = load_file(args.direction)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise AlignlabError(f"cannot read direction file {args.direction}: expected a safetensors file "
-                            "(e.g. RUN/direction.safetensors)") from exc
-    if "direction" not in tensors:
-        raise AlignlabError(f"{args.direction} has no 'direction' tensor")
-    direction = tensors["direction"].float()
+    _check_ablate_args(args)
+    direction = _read_direction(args.direction)
     lm = load_from_args(args)
+    anatomy = map_model(lm.model)
+    if direction.shape[0] != anatomy.d_model:
+        raise AlignlabError(f"{args.direction} has d_model {direction.shape[0]} but the model has "
+                            f"{anatomy.d_model}: use a direction computed on this model")
     fmt = chat_format(lm.tokenizer, args.system_prompt)
+    if args.prompt:
+        check_context(fmt, lm.model, {"--prompt": [args.prompt]}, args.max_new_tokens)
     if args.add:
-        if args.layer is None:
-            raise AlignlabError("--add needs --layer (the selected layer is in RUN/selection.json)")
+        if not 0 <= args.layer < anatomy.n_layers:
+            raise AlignlabError(f"--layer must be in [0, {anatomy.n_layers - 1}] for this model, got {args.layer}")
         context = lambda: add_direction(lm.model, direction, args.layer, args.coeff)  # noqa: E731
     else:
         context = lambda: ablate(lm.model, direction)  # noqa: E731

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from alignlab.config import check_finite
 from alignlab.errors import AlignlabError
 
 
@@ -70,12 +71,15 @@ class SelectConfig:
     """With no survivor: error, or relax to the KL filter only."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "prune_frac", "kl_max", "induce_min")
         if not 0 <= self.prune_frac < 1:
             raise AlignlabError("--prune-frac must be in [0, 1)")
         if self.kl_max <= 0:
             raise AlignlabError("--kl-max must be positive")
         if self.full_k < 1 or self.batch_size < 1 or self.screen_n < 0 or self.confirm_k < 0:
             raise AlignlabError("--full-k and --batch-size must be >= 1; --screen-n and --confirm-k >= 0")
+        if self.confirm_tokens < 1:
+            raise AlignlabError("--confirm-tokens must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,8 @@ class EvalConfig:
     """Measure cross-entropy on the base model's own harmless completions."""
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 64 and not self.allow_short:
-            raise AlignlabError("--max-new-tokens below 64 misses late disclaimers; pass --allow-short to accept")
+        check_finite(self, "actadd_coeff")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise AlignlabError("--max-new-tokens and --batch-size must be >= 1")
+        if self.max_new_tokens < 64 and not self.allow_short:
+            raise AlignlabError("--max-new-tokens below 64 misses late disclaimers; pass --allow-short to accept")

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from alignlab.errors import AlignlabError
 from alignlab.models.anatomy import map_model
 from alignlab.models.chat import ChatFormat, chat_format
 from alignlab.models.loading import LoadedModel, load_model
@@ -44,6 +45,12 @@ class RunConfig:
     export: bool = True
     export_gguf: bool = False
     stop_after: str | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.export_gguf and not self.export:
+            raise AlignlabError("--export-gguf writes the edited model, which --no-export turns off: drop one")
 
 
 @dataclass
@@ -55,6 +62,8 @@ class RunState:
     keys: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    reused: set[str] = field(default_factory=set)
+    """Stages whose artifact came from an earlier run (their timings are that run's, not this one's)."""
 
     def model_id(self) -> list[Any]:
         assert self.lm is not None and self.fmt is not None
@@ -69,6 +78,7 @@ def _timed(state: RunState, stage: str, cached: dict[str, Any] | None, compute,
     if cached is not None:
         state.timings[stage] = cached.get("seconds", 0.0)
         state.results[stage] = cached
+        state.reused.add(stage)
         return cached
     start = time.perf_counter()
     result = compute()
@@ -105,7 +115,8 @@ def stage_data(state: RunState) -> PromptSets:
 
 def load(state: RunState) -> None:
     cfg = state.cfg
-    state.lm = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    state.lm = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, allow_pickle=cfg.allow_pickle,
+                          trust_remote_code=cfg.trust_remote_code)
     state.fmt = chat_format(state.lm.tokenizer, cfg.prompts.system_prompt, chat_template=cfg.chat_template,
                             allow_fallback=cfg.fallback_template)
     map_model(state.lm.model)
@@ -169,10 +180,6 @@ def stage_select(state: RunState, sets: PromptSets, ids: list[int], r: torch.Ten
         sel: Selection = select_direction(state.lm.model, state.fmt, r, sets.texts("harmful", "val"),
                                           sets.texts("harmless", "val"), ids, state.cfg.select)
         chosen = asdict(sel.chosen)
-        direction = r[sel.chosen.position, sel.chosen.layer]
-        state.run.save_tensors("direction.safetensors", key, {"direction": direction, "direction_unit": unit(direction)},
-                               {"layer": str(sel.chosen.layer), "position": str(sel.chosen.position),
-                                "model": state.cfg.model})
         obj = {"chosen": chosen, "candidates": [asdict(c) for c in sel.candidates], "notes": sel.notes,
                "baseline": {"harmful": sel.baseline_harmful, "harmless": sel.baseline_harmless},
                "forwards": sel.forwards, "generates": sel.generates, "relaxed": sel.relaxed,
@@ -181,7 +188,13 @@ def stage_select(state: RunState, sets: PromptSets, ids: list[int], r: torch.Ten
         return obj
 
     obj = _timed(state, "select", state.run.load_json("selection.json", key), compute, ("selection.json", key))
-    return Candidate(**obj["chosen"])
+    chosen = Candidate(**obj["chosen"])
+    if state.run.load_tensors("direction.safetensors", key) is None:  # missing or damaged: cheap to rewrite
+        direction = r[chosen.position, chosen.layer]
+        state.run.save_tensors("direction.safetensors", key, {"direction": direction, "direction_unit": unit(direction)},
+                               {"layer": str(chosen.layer), "position": str(chosen.position),
+                                "model": state.cfg.model})
+    return chosen
 
 
 def stage_edit(state: RunState, sets: PromptSets, direction: torch.Tensor) -> torch.nn.Module:
@@ -194,6 +207,7 @@ def stage_edit(state: RunState, sets: PromptSets, direction: torch.Tensor) -> to
     edited = copy.deepcopy(state.lm.model)
     report = orthogonalize(edited, direction.float(), state.cfg.edit)
     cached = state.run.load_json("edit.json", key)
+    fresh = False
     if cached is None:
         prompts = sets.texts("harmless", "val") + sets.texts("harmful", "val")
         bs = state.cfg.select.batch_size
@@ -204,7 +218,10 @@ def stage_edit(state: RunState, sets: PromptSets, direction: torch.Tensor) -> to
         cached = {**asdict(report), "max_abs_prob_diff": gap, "edit_max_abs_logit_diff": logit_gap,
                   "exact_equivalence": report.exact, "seconds": round(time.perf_counter() - start, 3)}
         state.run.save_json("edit.json", key, cached)
+        fresh = True
     _timed(state, "edit", cached, lambda: {})
+    if fresh:
+        state.reused.discard("edit")
     return edited
 
 

@@ -117,7 +117,14 @@ def build_report(state: Any, chosen: Candidate, evaluation: dict[str, Any], expo
         "export": export,
         "garak": state.results.get("data", {}).get("garak", {}),
         "timings_s": dict(state.timings),
+        "reused_stages": sorted(state.reused),
     }
+
+
+def _timings_text(report: dict[str, Any]) -> str:
+    """``stage seconds`` per stage; a stage reused from an earlier run says so (its time is that run's)."""
+    reused = set(report.get("reused_stages", []))
+    return ", ".join(f"{k} {v:.1f}" + (" (reused)" if k in reused else "") for k, v in report["timings_s"].items())
 
 
 def _rate_table(report: dict[str, Any]) -> str:
@@ -147,7 +154,7 @@ def write_report(state: Any, chosen: Candidate, evaluation: dict[str, Any], expo
           f"(bypass {sel['bypass']:.2f}, induce {sel['induce']:.2f}, KL {sel['kl']:.3f}).",
           f"Weight edit exact: {report['exact_equivalence']}; max |Δlogit| edited vs hooked: "
           f"{report['edit_max_abs_logit_diff']:.2e}.", "", _rate_table(report), "",
-          "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings_s"].items())]
+          "Timings (s): " + _timings_text(report)]
     write_text_atomic(state.run.file("report.md"), "\n".join(md) + "\n")
     write_text_atomic(state.run.file("report.html"), _html(state, report, evaluation, "\n".join(md)))
     return report

@@ -38,6 +38,7 @@ def stage_evaluate(state: RunState, sets: PromptSets, chosen: Candidate, directi
     cached = state.run.load_json("evaluation.json", key)
     if cached is not None:
         state.timings["evaluate"] = cached["seconds"]
+        state.reused.add("evaluate")
         return cached
     assert state.lm is not None and state.fmt is not None
     start = time.perf_counter()
@@ -85,6 +86,7 @@ def stage_export(state: RunState, edited: torch.nn.Module, chosen: Candidate, di
     cached = state.run.load_json("export.json", key)
     if cached is not None and (state.run.file("model") / "config.json").is_file():
         state.timings["export"] = cached["seconds"]
+        state.reused.add("export")
         return cached
     assert state.lm is not None and state.fmt is not None
     start = time.perf_counter()
@@ -106,6 +108,19 @@ def stage_export(state: RunState, edited: torch.nn.Module, chosen: Candidate, di
     return obj
 
 
+def _check_lengths(state: RunState, sets: PromptSets) -> None:
+    from alignlab.models.chat import check_context
+
+    assert state.lm is not None and state.fmt is not None
+    cfg = state.cfg
+    # new tokens each split is generated with: train is only read; val harmful is confirmed by generation
+    reserve = {"train": 0, "val": cfg.select.confirm_tokens if cfg.select.confirm_k else 1,
+               "test": cfg.eval.max_new_tokens}
+    for side in ("harmful", "harmless"):
+        for split, n_new in reserve.items():
+            check_context(state.fmt, state.lm.model, {f"{side} {split}": sets.texts(side, split)}, n_new)
+
+
 def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     """Run (or resume) every stage; returns the report dict (also written as report.json/html/md)."""
     from alignlab.refusal.report import write_report
@@ -119,6 +134,7 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     start = time.perf_counter()
     load(state)
     state.timings["load"] = round(time.perf_counter() - start, 3)
+    _check_lengths(state, sets)
     ids = stage_tokens(state, sets)
     r = stage_extract(state, sets, ids)
     if cfg.stop_after == "extract":

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from alignlab.config import add_dataclass_args, from_args
+from alignlab.io import ensure_dir
 
 DEFAULT_OUT = Path("runs") / "superposition"
 DEFAULT_RESTARTS = {"intro": 4, "features": 1, "dims": 1, "phase": 3}
@@ -80,7 +81,7 @@ def _run_tms(args: argparse.Namespace) -> int:
                             lr_schedule=opts.lr_schedule, init=opts.init, linear=opts.linear or None,
                             signed=opts.signed or None)
     restarts = opts.restarts or DEFAULT_RESTARTS[exp]
-    out = args.out or DEFAULT_OUT / exp
+    out = ensure_dir(args.out or DEFAULT_OUT / exp)  # before training: a bad --out fails in a second
     from alignlab.superposition import pipeline
 
     if exp == "intro":
@@ -108,6 +109,7 @@ def _run_poly(args: argparse.Namespace) -> int:
     if args.companion_steps < 0:
         raise AlignlabError(f"--companion-steps must be >= 0 (got {args.companion_steps})")
     case = args.case
+    out = ensure_dir(args.out or DEFAULT_OUT / "polysemantic")
     reports, extra = [], {}
     if case in ("c1", "all"):
         reports.append(polysemantic.run_c1(seed=args.seed))
@@ -121,6 +123,5 @@ def _run_poly(args: argparse.Namespace) -> int:
             reports.append(polysemantic.run_c3_xor())
     if case in ("super", "all"):
         reports.append(polysemantic.run_superposition())
-    out = args.out or DEFAULT_OUT / "polysemantic"
     saved = pipeline.save_poly(reports, out, extra, report_root=_report_root(args))
     return _emit(args, saved, saved.metrics)
