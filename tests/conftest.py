@@ -4,6 +4,7 @@ embedded default model (still offline)."""
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 import torch
@@ -27,3 +28,23 @@ def default_model():
     from alignlab.models import load_model
 
     return load_model("smollm2-135m-instruct", device="cpu")
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def run_chromium(args: list[str], profile) -> tuple[str, list[str]]:
+    """Run headless Chromium with a fresh profile; (stdout, console lines from the page)."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+             "--enable-logging=stderr", "--v=0"]
+    done = subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120, check=False)
+    return done.stdout, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.fixture
+def chromium():
+    """``run_chromium`` for tests marked ``browser``; skips where /usr/bin/chromium is absent."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs /usr/bin/chromium")
+    return run_chromium

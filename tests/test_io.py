@@ -9,13 +9,19 @@ from alignlab.io import ensure_dir, write_text_atomic
 
 
 def test_atomic_write_follows_umask(tmp_path):
+    import torch
+
+    from alignlab.io import save_tensors_atomic
+
     old = os.umask(0o022)
     try:
         write_text_atomic(tmp_path / "a.txt", "x")
+        save_tensors_atomic(tmp_path / "t.safetensors", {"x": torch.zeros(2)})  # the writer recreates the file
     finally:
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
-    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    assert (tmp_path / "t.safetensors").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "t.safetensors"]
 
 
 def test_ensure_dir_creates_and_refuses_files(tmp_path):

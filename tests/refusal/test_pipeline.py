@@ -83,8 +83,8 @@ def test_empty_prompt_file_is_one_line_error(tiny_dir, tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     code = main(["refusal", "run", str(tiny_dir), "--out", str(tmp_path / "r"), "--harmful-test", str(empty), *SMALL])
-    err = capsys.readouterr().err
-    assert code == 2 and err.startswith("alignlab: error:") and "empty.txt" in err
+    err = capsys.readouterr().err.strip().splitlines()  # before it: a log's stage lines (stderr is no terminal)
+    assert code == 2 and err[-1].startswith("alignlab: error:") and "empty.txt" in err[-1]
 
 
 def test_missing_chat_template_points_to_option(tmp_path, capsys):

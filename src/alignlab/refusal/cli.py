@@ -12,6 +12,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     from alignlab.config import add_dataclass_args
     from alignlab.models.cli import add_model_options
     from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig
+    from alignlab.refusal.search_space import SearchConfig
 
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
                    help=f"embedded name, HF id, directory or .gguf (default: {DEFAULT_MODEL})")
@@ -21,11 +22,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-export", action="store_true", help="do not save the edited model")
     p.add_argument("--export-gguf", action="store_true",
                    help="also write RUN/model.gguf (llama family, F16) and verify it by reading it back")
+    p.add_argument("--export-lora", action="store_true",
+                   help="also write RUN/adapter: the edit as a rank-1 PEFT LoRA adapter for the unedited model "
+                   "(PeftModel.from_pretrained), verified against the merged edit; needs `pip install peft`")
     add_model_options(p)
     add_dataclass_args(p, PromptConfig)
     add_dataclass_args(p, SelectConfig)
     add_dataclass_args(p, EditConfig)
     add_dataclass_args(p, EvalConfig, prefix="eval-")
+    add_dataclass_args(p, SearchConfig, prefix="search-")
+    p.add_argument("--select", dest="method", choices=("auto", "rd", "search", "cosmic"), default="auto",
+                   help="auto: RD's pick when a candidate passes --kl-max/--induce-min, else the refusal/KL "
+                   "search; rd: RD only (error when nothing passes); search: always search; cosmic: COSMIC's "
+                   "activation-cosine choice, no output-based score (default: auto)")
 
 
 def _config(args: argparse.Namespace, stop_after: str | None):
@@ -34,13 +43,15 @@ def _config(args: argparse.Namespace, stop_after: str | None):
     from alignlab.config import from_args
     from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig
     from alignlab.refusal.pipeline import RunConfig
+    from alignlab.refusal.search_space import SearchConfig
 
     return RunConfig(
         model=args.model, out=Path(args.out), prompts=from_args(PromptConfig, args),
         select=from_args(SelectConfig, args), edit=from_args(EditConfig, args),
-        eval=from_args(EvalConfig, args, prefix="eval-"), device=args.device, dtype=args.dtype,
+        eval=from_args(EvalConfig, args, prefix="eval-"), search=from_args(SearchConfig, args, prefix="search-"),
+        method="search" if stop_after == "search" else args.method, device=args.device, dtype=args.dtype,
         chat_template=args.chat_template, fallback_template=args.fallback_template,
-        export=not args.no_export, export_gguf=args.export_gguf, stop_after=stop_after,
+        export=not args.no_export, export_gguf=args.export_gguf, export_lora=args.export_lora, stop_after=stop_after,
         allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code,
     )
 
@@ -54,16 +65,20 @@ def _run(stop_after: str | None):
         if not report:
             print(f"stages up to {stop_after} done; artifacts in {out}")
             return 0
+        from alignlab.refusal.report_search import selected_line
+
         rates = report["refusal_rate"]
-        sel = report["selected"]
-        print(f"selected layer {sel['layer']} position {sel['position']}: bypass {sel['bypass']:.2f}, "
-              f"induce {sel['induce']:.2f}, KL {sel['kl']:.3f}")
+        print(selected_line(report))
         print(f"{'condition':<10} {'harmful':>8} {'harmless':>9}")
         for cond in ("base", "ablated", "edited", "added"):
             r = rates.get(cond, {})
             print(f"{cond:<10} {r.get('harmful', float('nan')):>8.2f} {r.get('harmless', float('nan')):>9.2f}")
         print(f"edit max |Δlogit| vs hooks: {report['edit_max_abs_logit_diff']:.2e}  "
               f"(exact: {report['exact_equivalence']})")
+        adapter = (report.get("export") or {}).get("adapter")
+        if adapter:
+            print(f"LoRA adapter: {adapter}  (max |Δlogit| vs the merged edit: "
+                  f"{report['export']['adapter_max_abs_logit_diff']:.1e})")
         print(f"report: {out}/report.html  ({out}/report.json)")
         return 0
 
@@ -153,6 +168,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("run", None, "all stages: data, tokens, extract, select, edit, evaluate, export, report"),
         ("extract", "extract", "difference-of-means candidates at every layer and post-instruction position"),
         ("select", "select", "extract + select the direction (bypass / induce / KL)"),
+        ("search", "search", "extract + search ablation weights and direction for the refusal/KL trade-off "
+                             "(Optuna TPE, resumable; Pareto points confirmed by generation)"),
         ("edit", "edit", "... + orthogonalise the weights and measure the gap to hook ablation"),
         ("evaluate", None, "... + held-out generations, rates, KL/CE, export and report (same as run)"),
     ):

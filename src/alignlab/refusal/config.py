@@ -69,6 +69,9 @@ class SelectConfig:
     """Refusal tokens T for the log-odds score (default: derived from the tokenizer and calibrated)."""
     on_empty: Literal["error", "relax"] = "error"
     """With no survivor: error, or relax to the KL filter only."""
+    direction: Literal["mean-diff", "projected", "ace"] = "mean-diff"
+    """Direction variant: RD's difference of means; projected (each candidate loses its component along the
+    harmless mean); ace (affine concept editing: ablation around the harmless mean, hooks only)."""
 
     def __post_init__(self) -> None:
         check_finite(self, "prune_frac", "kl_max", "induce_min")
@@ -80,20 +83,23 @@ class SelectConfig:
             raise AlignlabError("--full-k and --batch-size must be >= 1; --screen-n and --confirm-k >= 0")
         if self.confirm_tokens < 1:
             raise AlignlabError("--confirm-tokens must be at least 1")
+        if self.direction not in ("mean-diff", "projected", "ace"):
+            raise AlignlabError("--direction must be mean-diff, projected or ace")
 
 
 @dataclass(frozen=True)
 class EditConfig:
     postnorm: Literal["approximate", "naive", "refuse"] = "approximate"
     """Policy for models with a norm after each sublayer (Gemma-2/3, OLMo-2), where the edit is inexact."""
-    norm_preserve: Literal["none", "columns", "rows"] = "none"
-    """Norm-preserving variant of the weight edit (never exact; off by default)."""
+    norm_preserve: Literal["none", "columns", "rows", "biprojected"] = "none"
+    """Norm-preserving variant of the weight edit (never exact; off by default). biprojected: per layer, r made
+    orthogonal to that layer's harmless mean, columns projected and rescaled to their old norms."""
 
     def __post_init__(self) -> None:
         if self.postnorm not in ("approximate", "naive", "refuse"):
             raise AlignlabError("--postnorm must be approximate, naive or refuse")
-        if self.norm_preserve not in ("none", "columns", "rows"):
-            raise AlignlabError("--norm-preserve must be none, columns or rows")
+        if self.norm_preserve not in ("none", "columns", "rows", "biprojected"):
+            raise AlignlabError("--norm-preserve must be none, columns, rows or biprojected")
 
 
 @dataclass(frozen=True)

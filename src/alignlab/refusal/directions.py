@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from alignlab.errors import AlignlabError
 from alignlab.models.anatomy import map_model
 from alignlab.models.chat import ChatFormat
 from alignlab.models.hooks import hook_context
+from alignlab.progress import progress
 from alignlab.refusal.forward import batches, last_logprobs
 from alignlab.refusal.score import refusal_score
 
@@ -77,7 +77,7 @@ def _capture_means(
     scores = []
     hooks = [("block_in", layer, grab) for layer in range(n_layers)]
     with hook_context(model, hooks, anatomy):
-        for _, chunk in tqdm(list(batches(texts, batch_size)), desc=desc, disable=None, leave=False):
+        for _, chunk in progress(list(batches(texts, batch_size)), desc, unit="batch"):
             enc = fmt.encode(chunk, device=device, strict=False)
             s = refusal_score(last_logprobs(model, enc), refusal_ids).cpu()
             acts = torch.stack([captured[layer] for layer in range(n_layers)], dim=2)  # [b, n_pos, L, d]

@@ -10,7 +10,9 @@ exact; policy ``approximate`` uses W <- Γ⁻¹PΓW so the write is r-free up to
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -18,6 +20,9 @@ from torch import nn
 from alignlab.errors import AlignlabError, ArchitectureError
 from alignlab.models.anatomy import Anatomy, BlockMap, Writer, map_model
 from alignlab.refusal.config import EditConfig
+
+if TYPE_CHECKING:
+    from alignlab.refusal.weights import LayerWeights
 
 
 # ---- pure functions on tensors (r: unit vector [d]) ------------------------------------------------
@@ -127,7 +132,7 @@ def _edit_writer(model: nn.Module, writer: Writer, r: torch.Tensor, gamma, cfg: 
         Wd = W.T if transposed else W
         rr = r.to(Wd)
         new = project_out_columns(Wd, rr) if gamma is None else postnorm_columns(Wd, rr, gamma.to(Wd))
-        if cfg.norm_preserve == "columns":
+        if cfg.norm_preserve in ("columns", "biprojected"):
             new = preserve_column_norms(new, Wd)
         elif cfg.norm_preserve == "rows":
             new = row_normalised_edit(Wd, rr)
@@ -143,9 +148,13 @@ def _edit_writer(model: nn.Module, writer: Writer, r: torch.Tensor, gamma, cfg: 
 
 
 def orthogonalize(
-    model: nn.Module, direction: torch.Tensor, cfg: EditConfig | None = None, anatomy: Anatomy | None = None
+    model: nn.Module, direction: torch.Tensor, cfg: EditConfig | None = None, anatomy: Anatomy | None = None,
+    weights: LayerWeights | None = None, layer_means: torch.Tensor | None = None,
 ) -> EditReport:
-    """Edit ``model`` in place so no residual writer can write along ``direction``. Returns what was done."""
+    """Edit ``model`` in place so no residual writer can write along ``direction``. Returns what was done.
+
+    With ``weights`` each writer of layer l loses only the fraction w of its r̂-component:
+    W - w·r̂(r̂ᵀW) = W - (√w r̂)((√w r̂)ᵀW), i.e. the same edit with r̂ scaled by √w."""
     cfg = cfg or EditConfig()
     anatomy = anatomy or map_model(model)
     if direction.shape != (anatomy.d_model,) or not torch.isfinite(direction).all():
@@ -156,13 +165,26 @@ def orthogonalize(
     if cfg.norm_preserve != "none":
         rep.exact = False
         rep.notes.append(f"norm_preserve={cfg.norm_preserve} is never exact")
+    if weights is not None and len(weights.attn) != anatomy.n_layers:
+        raise AlignlabError(f"weights cover {len(weights.attn)} layers; the model has {anatomy.n_layers}")
+    per_layer = None
+    if cfg.norm_preserve == "biprojected":  # r orthogonal to each layer's harmless mean (jim-plus / grimjim)
+        if layer_means is None or layer_means.shape != (anatomy.n_layers, anatomy.d_model):
+            raise AlignlabError("the biprojected edit needs the harmless mean of every layer [n_layers, d_model]")
+        from alignlab.refusal.variants import layer_directions
+
+        per_layer = layer_directions(r, layer_means)
+    r_embed = r if per_layer is None else per_layer[0]
+    r_embed = r_embed if weights is None else r_embed * math.sqrt(weights.embed)
     for name in filter(None, (anatomy.embedding_name, anatomy.position_embedding_name)):
-        _edit_param(model.get_submodule(name).weight, lambda E: project_out_rows(E, r.to(E)))
+        _edit_param(model.get_submodule(name).weight, lambda E: project_out_rows(E, r_embed.to(E)))
         rep.embeddings_edited += 1
     for block in anatomy.block_maps:
         for writer in block.writers:
             gamma = _writer_gamma(anatomy, block, writer, cfg, rep)
-            _edit_writer(model, writer, r, gamma, cfg)
+            rw = r if per_layer is None else per_layer[block.index]
+            rw = rw if weights is None else rw * math.sqrt(weights.of(writer.role, block.index))
+            _edit_writer(model, writer, rw, gamma, cfg)
             rep.writers_edited += 1
     expected = len(anatomy.writers())
     if rep.writers_edited != expected:  # never a silent partial edit

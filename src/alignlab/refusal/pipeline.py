@@ -21,13 +21,14 @@ from alignlab.models.loading import LoadedModel, load_model
 from alignlab.refusal.artifacts import RunDir, key_of
 from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig
 from alignlab.refusal.directions import extract_directions, unit
-from alignlab.refusal.edit import orthogonalize
 from alignlab.refusal.forward import logprobs_for
+from alignlab.refusal.intervention import Intervention
 from alignlab.refusal.prompts import PromptSets, build_prompt_sets
 from alignlab.refusal.score import auroc, calibrate_refusal_tokens, refusal_score
+from alignlab.refusal.search_space import SearchConfig
 from alignlab.refusal.select import Candidate, Selection, select_direction
 
-STAGES = ("data", "tokens", "extract", "select", "edit", "evaluate", "export", "report")
+STAGES = ("data", "tokens", "extract", "select", "search", "edit", "evaluate", "export", "report")
 
 
 @dataclass(frozen=True)
@@ -38,19 +39,28 @@ class RunConfig:
     select: SelectConfig = SelectConfig()
     edit: EditConfig = EditConfig()
     eval: EvalConfig = EvalConfig()
+    search: SearchConfig = SearchConfig()
+    method: str = "auto"
+    """auto (RD when a candidate passes its filters, else the search), rd, or search."""
     device: str | None = None
     dtype: str | None = None
     chat_template: str | None = None
     fallback_template: bool = False
     export: bool = True
     export_gguf: bool = False
+    export_lora: bool = False
+    """Also write RUN/adapter: the edit as a rank-1 PEFT LoRA adapter for the unedited model."""
     stop_after: str | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
+        if self.method not in ("auto", "rd", "search", "cosmic"):
+            raise AlignlabError("--select must be auto, rd, search or cosmic")
         if self.export_gguf and not self.export:
             raise AlignlabError("--export-gguf writes the edited model, which --no-export turns off: drop one")
+        if self.export_lora and not self.export:
+            raise AlignlabError("--export-lora is an export, which --no-export turns off: drop one")
 
 
 @dataclass
@@ -171,16 +181,28 @@ def stage_extract(state: RunState, sets: PromptSets, ids: list[int]) -> torch.Te
     return state.results.pop("_r")
 
 
-def stage_select(state: RunState, sets: PromptSets, ids: list[int], r: torch.Tensor) -> Candidate:
-    key = key_of(state.keys["extract"], asdict(state.cfg.select))
+def stage_select(state: RunState, sets: PromptSets, ids: list[int], r: torch.Tensor) -> dict[str, Any]:
+    """RD's selection. Returns the selection artifact: ``chosen`` (None when no candidate passes the filters,
+    with the reason in ``error``) and ``best_bypass``, the lowest-bypass fully scored candidate."""
+    from alignlab.refusal.select import NoSurvivorError
+
+    cosmic = state.cfg.method == "cosmic"
+    key = key_of(state.keys["extract"], asdict(state.cfg.select), *(["cosmic"] if cosmic else []))
     state.keys["select"] = key
 
     def compute() -> dict[str, Any]:
         assert state.lm is not None and state.fmt is not None
-        sel: Selection = select_direction(state.lm.model, state.fmt, r, sets.texts("harmful", "val"),
-                                          sets.texts("harmless", "val"), ids, state.cfg.select)
-        chosen = asdict(sel.chosen)
-        obj = {"chosen": chosen, "candidates": [asdict(c) for c in sel.candidates], "notes": sel.notes,
+        if cosmic:
+            return _cosmic(state, sets, r)
+        try:
+            sel: Selection = select_direction(state.lm.model, state.fmt, r, sets.texts("harmful", "val"),
+                                              sets.texts("harmless", "val"), ids, state.cfg.select)
+        except NoSurvivorError as exc:
+            best = min(exc.finalists, key=lambda c: (c.bypass, c.kl, c.layer))
+            return {"chosen": None, "error": str(exc), "best_bypass": asdict(best),
+                    "finalists": [asdict(c) for c in exc.finalists]}
+        obj = {"chosen": asdict(sel.chosen), "best_bypass": asdict(sel.chosen),
+               "candidates": [asdict(c) for c in sel.candidates], "notes": sel.notes,
                "baseline": {"harmful": sel.baseline_harmful, "harmless": sel.baseline_harmless},
                "forwards": sel.forwards, "generates": sel.generates, "relaxed": sel.relaxed,
                "grids": {m: sel.grid(m) for m in ("bypass", "induce", "kl")}, "n_pos": sel.n_pos,
@@ -188,33 +210,51 @@ def stage_select(state: RunState, sets: PromptSets, ids: list[int], r: torch.Ten
         return obj
 
     obj = _timed(state, "select", state.run.load_json("selection.json", key), compute, ("selection.json", key))
-    chosen = Candidate(**obj["chosen"])
-    if state.run.load_tensors("direction.safetensors", key) is None:  # missing or damaged: cheap to rewrite
-        direction = r[chosen.position, chosen.layer]
-        state.run.save_tensors("direction.safetensors", key, {"direction": direction, "direction_unit": unit(direction)},
-                               {"layer": str(chosen.layer), "position": str(chosen.position),
-                                "model": state.cfg.model})
-    return chosen
+    if obj["chosen"] is not None:
+        chosen = Candidate(**obj["chosen"])
+        if state.run.load_tensors("direction.safetensors", key) is None:  # missing or damaged: cheap to rewrite
+            save_direction(state, key, r[chosen.position, chosen.layer], chosen.layer, chosen.position)
+    return obj
 
 
-def stage_edit(state: RunState, sets: PromptSets, direction: torch.Tensor) -> torch.nn.Module:
-    from alignlab.refusal.intervene import ablate
+def _cosmic(state: RunState, sets: PromptSets, r: torch.Tensor) -> dict[str, Any]:
+    from alignlab.refusal.cosmic import cosmic_select
 
     assert state.lm is not None and state.fmt is not None
-    key = key_of(state.keys["select"], asdict(state.cfg.edit))
+    means = state.run.load_tensors("directions.safetensors", state.keys["extract"])
+    assert means is not None
+    out = cosmic_select(state.lm.model, state.fmt, r, means["mean_harmful"], means["mean_harmless"],
+                        sets.texts("harmful", "val"), sets.texts("harmless", "val"), state.cfg.select)
+    best = out["best"]
+    chosen = Candidate(best.position, best.layer, stage="full")
+    return {"chosen": asdict(chosen), "best_bypass": asdict(chosen), "method": "cosmic",
+            "cosmic": {"layers_low": out["layers_low"], "comply": best.comply, "refuse": best.refuse,
+                       "screened": [asdict(x) for x in out["screened"]], "full": [asdict(x) for x in out["full"]]}}
+
+
+def save_direction(state: RunState, key: str, direction: torch.Tensor, layer: int, position: int,
+                   extra: dict[str, str] | None = None) -> None:
+    state.run.save_tensors("direction.safetensors", key, {"direction": direction, "direction_unit": unit(direction)},
+                           {"layer": str(layer), "position": str(position), "model": state.cfg.model,
+                            **(extra or {})})
+
+
+def stage_edit(state: RunState, sets: PromptSets, chosen: Intervention) -> torch.nn.Module:
+    assert state.lm is not None and state.fmt is not None
+    key = key_of(state.keys["intervention"], asdict(state.cfg.edit))
     state.keys["edit"] = key
     start = time.perf_counter()
     edited = copy.deepcopy(state.lm.model)
-    report = orthogonalize(edited, direction.float(), state.cfg.edit)
+    report = chosen.edit(edited, state.cfg.edit)
     cached = state.run.load_json("edit.json", key)
     fresh = False
     if cached is None:
         prompts = sets.texts("harmless", "val") + sets.texts("harmful", "val")
         bs = state.cfg.select.batch_size
-        hooked = logprobs_for(state.lm.model, state.fmt, prompts, bs, ablate(state.lm.model, direction.float()))
+        hooked = logprobs_for(state.lm.model, state.fmt, prompts, bs, chosen.ablate(state.lm.model))
         baked = logprobs_for(edited, state.fmt, prompts, bs)
         gap = float((hooked.exp() - baked.exp()).abs().max())
-        logit_gap = _max_logit_gap(state, edited, direction, prompts[:8])
+        logit_gap = _max_logit_gap(state, edited, chosen, prompts[:8])
         cached = {**asdict(report), "max_abs_prob_diff": gap, "edit_max_abs_logit_diff": logit_gap,
                   "exact_equivalence": report.exact, "seconds": round(time.perf_counter() - start, 3)}
         state.run.save_json("edit.json", key, cached)
@@ -225,17 +265,16 @@ def stage_edit(state: RunState, sets: PromptSets, direction: torch.Tensor) -> to
     return edited
 
 
-def _max_logit_gap(state: RunState, edited: torch.nn.Module, direction: torch.Tensor, prompts: list[str]) -> float:
+def _max_logit_gap(state: RunState, edited: torch.nn.Module, chosen: Intervention, prompts: list[str]) -> float:
     """max |logit_edited - logit_hooked| over every position of a few prompts."""
     from alignlab.refusal.forward import position_ids
-    from alignlab.refusal.intervene import ablate
 
     assert state.lm is not None and state.fmt is not None
     enc = state.fmt.encode(prompts, device=state.lm.device, strict=False)
     kw = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
           "position_ids": position_ids(enc.attention_mask)}
     with torch.no_grad():
-        with ablate(state.lm.model, direction.float()):
+        with chosen.ablate(state.lm.model):
             hooked = state.lm.model(**kw).logits.float()
         baked = edited(**kw).logits.float()
     mask = enc.attention_mask.bool()

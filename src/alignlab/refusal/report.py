@@ -13,7 +13,8 @@ from typing import Any
 
 from alignlab import __version__
 from alignlab.io import write_json_atomic, write_text_atomic
-from alignlab.refusal.select import Candidate
+from alignlab.refusal.report_html import markdown_html
+from alignlab.refusal.report_search import search_images, search_summary, selected_line
 
 CONDITIONS = ("base", "ablated", "edited", "added")
 
@@ -43,7 +44,7 @@ def _heatmaps(selection: dict[str, Any]) -> str:
         ax.set_yticks(range(n_pos), [str(p - n_pos) for p in range(n_pos)])
         ax.set_xlabel("layer")
         fig.colorbar(im, ax=ax)
-        ch = selection["chosen"]
+        ch = selection["chosen"] or selection["best_bypass"]
         ax.scatter([ch["layer"]], [ch["position"] + n_pos], marker="*", color="red", s=120)
     return _png(fig)
 
@@ -89,7 +90,7 @@ def _rates(summary: dict[str, Any]) -> str:
     return _png(fig)
 
 
-def build_report(state: Any, chosen: Candidate, evaluation: dict[str, Any], export: dict | None) -> dict[str, Any]:
+def build_report(state: Any, chosen: Any, evaluation: dict[str, Any], export: dict | None) -> dict[str, Any]:
     import torch
     import transformers
 
@@ -104,9 +105,11 @@ def build_report(state: Any, chosen: Candidate, evaluation: dict[str, Any], expo
         "template": {"hash": state.fmt.template_hash, "source": state.fmt.template_source,
                      "eoi": state.fmt.eoi_text, "n_eoi": state.fmt.n_eoi},
         "refusal_tokens": state.results.get("tokens", {}),
-        "selected": {"layer": chosen.layer, "position": chosen.position, "bypass": chosen.bypass,
-                     "induce": chosen.induce, "kl": chosen.kl},
-        "selection": {k: state.results["select"][k] for k in ("baseline", "forwards", "generates", "relaxed")},
+        "selection_method": chosen.method,
+        "selected": chosen.describe(),
+        "selection": {k: state.results["select"][k] for k in ("baseline", "forwards", "generates", "relaxed")
+                      if k in state.results["select"]},
+        **search_summary(state.results.get("search") if chosen.method == "search" else None),
         "refusal_rate": evaluation["refusal_rate"],
         "rates": evaluation["summary"],
         "kl_harmless": evaluation["kl_harmless"],
@@ -145,13 +148,10 @@ def _rate_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(state: Any, chosen: Candidate, evaluation: dict[str, Any], export: dict | None) -> dict[str, Any]:
+def write_report(state: Any, chosen: Any, evaluation: dict[str, Any], export: dict | None) -> dict[str, Any]:
     report = build_report(state, chosen, evaluation, export)
     write_json_atomic(state.run.file("report.json"), report)
-    sel = report["selected"]
-    md = [f"# alignlab refusal report — {report['model']}", "",
-          f"Selected direction: layer {sel['layer']}, position {sel['position']} "
-          f"(bypass {sel['bypass']:.2f}, induce {sel['induce']:.2f}, KL {sel['kl']:.3f}).",
+    md = [f"# alignlab refusal report — {report['model']}", "", selected_line(report),
           f"Weight edit exact: {report['exact_equivalence']}; max |Δlogit| edited vs hooked: "
           f"{report['edit_max_abs_logit_diff']:.2e}.", "", _rate_table(report), "",
           "Timings (s): " + _timings_text(report)]
@@ -176,12 +176,16 @@ def _samples_html(evaluation: dict[str, Any], n: int = 6) -> str:
 
 def _html(state: Any, report: dict[str, Any], evaluation: dict[str, Any], md: str) -> str:
     directions = state.run.load_json("directions.json", state.keys["extract"]) or {}
-    images = [("Selection sweep", _heatmaps(state.results["select"])), ("Refusal rates", _rates(report["rates"]))]
+    images = [("Refusal rates", _rates(report["rates"]))]
+    if "grids" in state.results["select"]:
+        images.insert(0, ("Selection sweep", _heatmaps(state.results["select"])))
+    if report.get("selection_method") == "search":
+        images[:0] = search_images(state.results["search"], state.results["select"])
     if "layer_cosine" in directions:
         images.insert(1, ("Candidate directions across layers", _cosine(directions)))
     figs = "".join(f"<h2>{t}</h2><img src='data:image/png;base64,{b}'/>" for t, b in images)
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>alignlab refusal report</title>"
-            f"<style>{style}</style></head><body><pre>{html.escape(md)}</pre>{figs}"
+            f"<style>{style}</style></head><body>{markdown_html(md)}{figs}"
             f"<h2>Sample completions</h2>{_samples_html(evaluation)}</body></html>")

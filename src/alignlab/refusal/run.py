@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from alignlab import __version__
+from alignlab.errors import AlignlabError
 from alignlab.refusal.artifacts import RunDir, key_of
 from alignlab.refusal.evaluate import Generated, completion_ce, generate, harmless_kl, summarise
 from alignlab.refusal.forward import logprobs_for
-from alignlab.refusal.intervene import ablate, add_direction
+from alignlab.refusal.intervene import add_direction
+from alignlab.refusal.intervention import Intervention
 from alignlab.refusal.judge import SubstringJudge
 from alignlab.refusal.pipeline import (
     STAGES,
@@ -27,11 +30,12 @@ from alignlab.refusal.pipeline import (
     stage_tokens,
 )
 from alignlab.refusal.prompts import PromptSets
-from alignlab.refusal.select import Candidate
+from alignlab.refusal.search_stage import choose_intervention
+
+T = TypeVar("T")
 
 
-def stage_evaluate(state: RunState, sets: PromptSets, chosen: Candidate, direction: torch.Tensor,
-                   edited: torch.nn.Module) -> dict[str, Any]:
+def stage_evaluate(state: RunState, sets: PromptSets, chosen: Intervention, edited: torch.nn.Module) -> dict[str, Any]:
     cfg = state.cfg.eval
     key = key_of(state.keys["edit"], asdict(cfg), state.keys["data"])
     state.keys["evaluate"] = key
@@ -43,10 +47,10 @@ def stage_evaluate(state: RunState, sets: PromptSets, chosen: Candidate, directi
     assert state.lm is not None and state.fmt is not None
     start = time.perf_counter()
     model, fmt, judge = state.lm.model, state.fmt, SubstringJudge(cfg.judge)
-    d = direction.float()
+    d = chosen.direction.float()
     contexts = {
         "base": (model, None),
-        "ablated": (model, lambda: ablate(model, d)),
+        "ablated": (model, lambda: chosen.ablate(model)),
         "edited": (edited, None),
         "added": (model, lambda: add_direction(model, d, chosen.layer, cfg.actadd_coeff)),
     }
@@ -79,20 +83,22 @@ def stage_evaluate(state: RunState, sets: PromptSets, chosen: Candidate, directi
     return obj
 
 
-def stage_export(state: RunState, edited: torch.nn.Module, chosen: Candidate, direction: torch.Tensor) -> dict:
+def stage_export(state: RunState, edited: torch.nn.Module, chosen: Intervention) -> dict:
     from alignlab.refusal.export import export_model
 
-    key = key_of(state.keys["edit"], state.cfg.export_gguf)
+    key = key_of(state.keys["edit"], state.cfg.export_gguf, *(["lora"] if state.cfg.export_lora else []))
     cached = state.run.load_json("export.json", key)
-    if cached is not None and (state.run.file("model") / "config.json").is_file():
+    adapter_ok = not state.cfg.export_lora or (state.run.file("adapter") / "adapter_config.json").is_file()
+    if cached is not None and (state.run.file("model") / "config.json").is_file() and adapter_ok:
         state.timings["export"] = cached["seconds"]
         state.reused.add("export")
         return cached
     assert state.lm is not None and state.fmt is not None
     start = time.perf_counter()
     provenance = {"source_model": state.cfg.model, "layer": chosen.layer, "position": chosen.position,
-                  "scores": {"bypass": chosen.bypass, "induce": chosen.induce, "kl": chosen.kl},
-                  "direction": direction.tolist(), "alignlab_version": __version__,
+                  "selection_method": chosen.method, "scores": chosen.scores or {},
+                  "weights": chosen.weights.to_json() if chosen.weights is not None else "full",
+                  "direction": chosen.direction.tolist(), "alignlab_version": __version__,
                   "edit": state.results.get("edit", {})}
     probe = state.fmt.encode(["Hello", "How do I bake bread?"], device=state.lm.device)
     diff = export_model(edited, state.lm.tokenizer, state.run.file("model"), provenance, probe)
@@ -102,6 +108,10 @@ def stage_export(state: RunState, edited: torch.nn.Module, chosen: Candidate, di
 
         gguf_path = export_gguf(edited, state.lm.tokenizer, state.run.file("model.gguf"))
         obj.update(gguf=str(gguf_path), gguf_max_abs_diff=read_back(gguf_path, edited))
+    if state.cfg.export_lora:
+        from alignlab.refusal.export_lora import export_run_adapter
+
+        obj.update(export_run_adapter(state, edited, chosen, provenance, probe))
     obj["seconds"] = round(time.perf_counter() - start, 3)
     state.run.save_json("export.json", key, obj)
     state.timings["export"] = obj["seconds"]
@@ -121,6 +131,14 @@ def _check_lengths(state: RunState, sets: PromptSets) -> None:
             check_context(state.fmt, state.lm.model, {f"{side} {split}": sets.texts(side, split)}, n_new)
 
 
+def _staged(name: str, fn: Callable[..., T], *args: Any) -> T:
+    """Run one stage; in a log (stderr not a terminal) a line at its start and end."""
+    from alignlab.progress import stage
+
+    with stage(name):
+        return fn(*args)
+
+
 def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     """Run (or resume) every stage; returns the report dict (also written as report.json/html/md)."""
     from alignlab.refusal.report import write_report
@@ -128,28 +146,41 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     state = RunState(cfg, RunDir(cfg.out))
     state.run.save_json("run.json", "config", {"config": json.loads(json.dumps(asdict(cfg), default=str)),
                                                "alignlab_version": __version__})
-    sets = stage_data(state)
+    sets = _staged("data", stage_data, state)
     if cfg.stop_after == "data":
         return {}
     start = time.perf_counter()
-    load(state)
+    _staged("load", load, state)
     state.timings["load"] = round(time.perf_counter() - start, 3)
     _check_lengths(state, sets)
-    ids = stage_tokens(state, sets)
-    r = stage_extract(state, sets, ids)
+    if cfg.export and cfg.export_lora:  # fail now, not after the long stages
+        from alignlab.refusal.export_lora import check_run
+
+        check_run(state.lm.model, cfg.edit)
+    ids = _staged("tokens", stage_tokens, state, sets)
+    r = _staged("extract", stage_extract, state, sets, ids)
+    if cfg.select.direction == "projected":
+        from alignlab.refusal.search_stage import harmless_means
+        from alignlab.refusal.variants import project_out_mean
+
+        r = project_out_mean(r, harmless_means(state))
     if cfg.stop_after == "extract":
         return {}
-    chosen = stage_select(state, sets, ids, r)
-    direction = r[chosen.position, chosen.layer]
-    if cfg.stop_after == "select":
+    selection = _staged("select", stage_select, state, sets, ids, r)
+    if cfg.stop_after == "select" and cfg.method != "search":
+        if selection["chosen"] is None and cfg.method == "rd":
+            raise AlignlabError(selection["error"])
         return {}
-    edited = stage_edit(state, sets, direction)
+    chosen = _staged("choose", choose_intervention, state, sets, r, selection)
+    if cfg.stop_after in ("select", "search"):
+        return {}
+    edited = _staged("edit", stage_edit, state, sets, chosen)
     if cfg.stop_after == "edit":
         return {}
-    evaluation = stage_evaluate(state, sets, chosen, direction, edited)
-    export = stage_export(state, edited, chosen, direction) if cfg.export else None
+    evaluation = _staged("evaluate", stage_evaluate, state, sets, chosen, edited)
+    export = _staged("export", stage_export, state, edited, chosen) if cfg.export else None
     start = time.perf_counter()
-    report = write_report(state, chosen, evaluation, export)
+    report = _staged("report", write_report, state, chosen, evaluation, export)
     state.timings["report"] = round(time.perf_counter() - start, 3)
     return report
 

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
 from alignlab.errors import AlignlabError
 from alignlab.models.anatomy import map_model
 from alignlab.models.chat import ChatFormat
+from alignlab.progress import progress
 from alignlab.refusal.config import SelectConfig
 from alignlab.refusal.forward import COUNTER, last_logprobs
 from alignlab.refusal.intervene import ablate, add_direction
@@ -101,6 +101,14 @@ class _Scorer:
         cand.induce = float(refusal_score(lp_add, self.ids).mean())
 
 
+class NoSurvivorError(AlignlabError):
+    """No candidate passes RD's filters; ``finalists`` holds the fully scored candidates."""
+
+    def __init__(self, message: str, finalists: list[Candidate]) -> None:
+        super().__init__(message)
+        self.finalists = finalists
+
+
 def filter_candidates(finalists: Sequence[Candidate], cfg: SelectConfig) -> tuple[list[Candidate], bool]:
     """Survivors of kl <= kl_max and induce > induce_min (finite scores); with ``on_empty="relax"`` and no
     survivor, the KL filter alone. Raises, listing the 10 lowest-bypass candidates, when nothing survives."""
@@ -114,8 +122,9 @@ def filter_candidates(finalists: Sequence[Candidate], cfg: SelectConfig) -> tupl
     best = sorted(finalists, key=lambda c: c.bypass)[:10]
     listing = "; ".join(f"(pos {c.position}, layer {c.layer}) bypass {c.bypass:.2f} kl {c.kl:.3f} "
                         f"induce {c.induce:.2f}" for c in best)
-    raise AlignlabError(f"no candidate passes kl <= {cfg.kl_max} and induce > {cfg.induce_min}: {listing} "
-                        "(loosen --kl-max/--induce-min or use --on-empty relax)")
+    raise NoSurvivorError(f"no candidate passes kl <= {cfg.kl_max} and induce > {cfg.induce_min}: {listing} "
+                          "(use --select search or auto, loosen --kl-max/--induce-min, or --on-empty relax)",
+                          list(finalists))
 
 
 def pick(survivors: Sequence[Candidate]) -> Candidate:
@@ -145,7 +154,7 @@ def select_direction(
     if 0 < cfg.screen_n < max(len(harmful_val), len(harmless_val)) and cfg.full_k < len(live):
         screen = _Scorer(model, fmt, harmful_val[: cfg.screen_n], harmless_val[: cfg.screen_n], refusal_ids,
                          cfg.batch_size)
-        for cand in tqdm(live, desc="screen candidates", disable=None, leave=False):
+        for cand in progress(live, "screen candidates", unit="candidate"):
             screen.score(cand, r)
             cand.stage = "screened"
         loose = SelectConfig(kl_max=2 * cfg.kl_max, induce_min=cfg.induce_min - 1.0)
@@ -153,7 +162,7 @@ def select_direction(
         finalists = ranked[: cfg.full_k]
     else:
         finalists = live
-    for cand in tqdm(finalists, desc="score candidates", disable=None, leave=False):
+    for cand in progress(finalists, "score candidates", unit="candidate"):
         full.score(cand, r)
         cand.stage = "full"
     survivors, relaxed = filter_candidates(finalists, cfg)
