@@ -2,7 +2,9 @@
 
 Forking workers from inside the pytest process can deadlock once that process runs an OpenMP pool, so the test
 starts this script with OMP_NUM_THREADS=1; it forks its two workers before any parallel region has run.
-usage: python ddp_run.py DATA.pt CONFIG.json OUT.pt
+usage: python ddp_run.py DATA.pt SPEC.json OUT_DIR   (writes OUT_DIR/rank<r>.safetensors for every rank)
+
+SPEC.json: {"train": TrainConfig fields, "saes": [[architecture, SAEConfig fields], ...]}.
 """
 
 from __future__ import annotations
@@ -14,35 +16,50 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from safetensors.torch import save_file
 
 from alignlab.sae import SAEConfig, build_sae
 from alignlab.sae.trainer import TrainConfig, train_saes
 
 
-def make_saes(d: int, n: int) -> list:
-    return [build_sae(SAEConfig(architecture=a, d_in=d, d_sae=n, l1_coefficient=0.01, **kw))
-            for a, kw in (("gated", {}), ("jumprelu", {"bandwidth": 0.5, "threshold_init": 0.1}))]
+def make_saes(specs: list, d: int, n: int) -> list:
+    """The SAEs of SPEC; bricken/gated get 8 latents that never fire, so resampling has work to do."""
+    saes = []
+    for i, (arch, kw) in enumerate(specs):
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
+        sae = build_sae(SAEConfig(architecture=arch, d_in=d, d_sae=n, l1_coefficient=0.01, seed=i, **kw))
+        with torch.no_grad():
+            if arch == "gated":
+                sae.b_gate[:8] = -100.0
+            elif arch == "standard" and kw.get("recipe", "bricken") == "bricken":
+                sae.b_enc[:8] = -100.0
+        saes.append(sae)
+    return saes
 
 
-def worker(rank: int, world: int, init: str, data: list, cfg: dict, out: str) -> None:
+def train_config(fields: dict, world: int = 1) -> TrainConfig:
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return TrainConfig(**{**fields, "batch_size": fields["batch_size"] // world})
+
+
+def worker(rank: int, world: int, init: str, data: list, spec: dict, out: str) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        d = data[0].shape[1]
-        local = [b[rank::world] for b in data]  # each rank: a disjoint shard of the global batch
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
-        tc = TrainConfig(**{**fields, "batch_size": cfg["batch_size"] // world})
-        res = train_saes(make_saes(d, 4 * d), iter(local), tc, progress=False)
-        if rank == 0:
-            torch.save([r.sae.state_dict() for r in res], out)
+        d, per = data[0].shape[1], data[0].shape[0] // world
+        local = [b[rank * per : (rank + 1) * per] for b in data]  # contiguous slices: gathered = global batch
+        res = train_saes(make_saes(spec["saes"], d, 4 * d), iter(local), train_config(spec["train"], world),
+                         progress=False)
+        tensors = {f"{i}.{k}": v.contiguous() for i, r in enumerate(res) for k, v in r.sae.state_dict().items()}
+        save_file(tensors, str(Path(out) / f"rank{rank}.safetensors"))
     finally:
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     data = torch.load(sys.argv[1])
-    cfg = json.loads(Path(sys.argv[2]).read_text())
+    spec = json.loads(Path(sys.argv[2]).read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        mp.start_processes(worker, args=(2, f"file://{tmp}/init", data, cfg, sys.argv[3]), nprocs=2, join=True,
+        mp.start_processes(worker, args=(2, f"file://{tmp}/init", data, spec, sys.argv[3]), nprocs=2, join=True,
                            start_method="fork")

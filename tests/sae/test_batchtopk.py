@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from alignlab.sae import SAEConfig, TrainState, build_sae, load_sae, save_sae
@@ -36,13 +37,42 @@ def test_keeps_exactly_B_times_k_over_the_batch():
         torch.testing.assert_close(out.feats, torch.relu(pre) * (pre >= kth).double())
 
 
-def test_threshold_ema_saelens_estimator():
-    sae, x = _sae(), _x()
+def test_threshold_saelens_estimator_is_a_running_mean_then_an_ema():
+    sae = _sae()
     assert float(sae.threshold) == 0.0
-    out = sae.loss(x, TrainState())
-    min_pos = float(out.feats[out.feats > 0].min())
-    assert float(sae.threshold) == 0.01 * min_pos  # (1 - 0.01) * 0 + 0.01 * min
+    mins = []
+    for step, seed in ((0, 1), (1, 2), (150, 3)):
+        out = sae.loss(_x(seed), TrainState(step=step))
+        mins.append(float(out.feats[out.feats > 0].min()))
+        if step == 0:
+            assert float(sae.threshold) == mins[0]  # no pull towards the initial 0 (issue 14)
+        elif step == 1:
+            assert float(sae.threshold) == pytest.approx((mins[0] + mins[1]) / 2, rel=1e-12)
+    assert float(sae.threshold) == pytest.approx(0.99 * (mins[0] + mins[1]) / 2 + 0.01 * mins[2], rel=1e-12)
     assert sae.threshold.dtype == torch.float64
+
+
+def test_held_out_l0_after_a_short_run_is_within_10_percent_of_k():
+    """Issue 14: the inference threshold from a short run gave held-out L0 42.5 for k = 32 (biased EMA)."""
+    from alignlab.sae.trainer import TrainConfig, train_saes
+
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(16, 16, generator=g)
+    data = [torch.randn(64, 16, generator=g) @ mix for _ in range(70)]
+    k = 4
+    for arch in ("batchtopk", "matryoshka"):
+        sae = build_sae(SAEConfig(architecture=arch, d_in=16, d_sae=64, k=k))
+        cfg = TrainConfig(total_steps=60, batch_size=64, lr=1e-3, lr_warmup_steps=5, device="cpu")
+        trained = train_saes([sae], iter(data[:60]), cfg, progress=False)[0].sae.eval()
+        with torch.no_grad():
+            l0 = float((trained.encode(torch.cat(data[60:])) > 0).sum(-1).float().mean())
+        assert abs(l0 - k) <= 0.1 * k, (arch, l0)
+
+
+def test_matryoshka_default_widths_are_nested():
+    sae = build_sae(SAEConfig(architecture="matryoshka", d_in=D, d_sae=64, k=K))
+    assert sae.cfg.matryoshka_widths == (4, 8, 16, 32, 64)
+    assert build_sae(SAEConfig(architecture="matryoshka", d_in=D, d_sae=6, k=K)).cfg.matryoshka_widths == (1, 3, 6)
 
 
 def test_dictionary_learning_estimator_starts_at_step_1000():

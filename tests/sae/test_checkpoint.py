@@ -42,7 +42,7 @@ def test_layout_pointer_and_pruning(tmp_path):
 def test_no_checkpoint_and_incomplete_checkpoint(tmp_path):
     assert latest_checkpoint(tmp_path) is None
     save_checkpoint(tmp_path, 1, {"step": 1}, [_sae()])
-    (tmp_path / "checkpoints" / "step_000000001" / "trainer_state.pt").unlink()
+    (tmp_path / "checkpoints" / "step_000000001" / "trainer_state.safetensors").unlink()
     with pytest.raises(AlignlabError, match="incomplete"):
         latest_checkpoint(tmp_path)
 
@@ -80,3 +80,55 @@ def test_final_outputs_written(tmp_path):
     rec = json.loads(lines[-1])
     for key in ("loss", "mse", "sparsity", "l0", "fvu", "lr", "lambda", "dead_frac", "dense_frac", "tokens_per_s"):
         assert key in rec
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: stands for arbitrary code in a crafted trainer_state.pt."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _evil_pickle(directory, marker):
+    import pickle
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "trainer_state.pt").write_bytes(pickle.dumps({"step": _Payload(marker)}))
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot", "legacy_in_place"])
+def test_resume_never_unpickles_a_crafted_checkpoint(tmp_path, fake_cache, capsys, where):
+    """Issue 12: latest.json naming a pickle (outside --out, via .., or an old-format state) runs no code."""
+    from alignlab.cli import main
+
+    out, marker = tmp_path / "out", tmp_path / "PWNED"
+    root = out / "checkpoints"
+    target = {"absolute": tmp_path / "evil", "dotdot": tmp_path / "evil", "legacy_in_place": root / "step_000000001"}
+    _evil_pickle(target[where], marker)
+    name = {"absolute": str(tmp_path / "evil"), "dotdot": "../../evil", "legacy_in_place": "step_000000001"}[where]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "latest.json").write_text(json.dumps({"step": 1, "dir": name}))
+    code = main(["sae", "train", str(fake_cache), "--arch", "standard", "--width", "2", "--steps", "2",
+                 "--batch-size", "32", "--device", "cpu", "--resume", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert not marker.exists()
+    assert code == 2 and err.startswith("alignlab: error:") and err.count("\n") == 1, err
+
+
+def test_checkpoint_state_is_json_and_safetensors_and_sae_code_never_unpickles(tmp_path):
+    from pathlib import Path
+
+    save_checkpoint(tmp_path, 3, {"step": 3, "ids": {0: (1, 2.5)}, "t": torch.arange(3), "rng": rng_states()}, [_sae()])
+    step_dir = tmp_path / "checkpoints" / "step_000000003"
+    assert sorted(p.name for p in step_dir.iterdir() if p.is_file()) == ["trainer_state.json",
+                                                                         "trainer_state.safetensors"]
+    state = load_checkpoint(step_dir)
+    assert state["ids"] == {0: (1, 2.5)} and torch.equal(state["t"], torch.arange(3))
+    set_rng_states(state["rng"])  # Python tuple state and the NumPy uint32 array come back as they were
+    src = Path(__file__).parents[2] / "src" / "alignlab" / "sae"
+    for f in src.glob("*.py"):
+        text = f.read_text()
+        assert "weights_only=False" not in text and "import pickle" not in text, f.name

@@ -79,3 +79,64 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert main(["sae", "train", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("alignlab: error:") and "manifest.json" in err and err.count("\n") == 1
+
+
+def _one_line_error(capsys, code):
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("alignlab: error:") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("flag,value", [("--shard-rows", "0"), ("--batch-contexts", "0"), ("--eval-frac", "1.5")])
+def test_cache_refuses_bad_numbers_before_loading_the_model(tmp_path, capsys, flag, value):
+    """Issue 12: --shard-rows 0 used to hang, --batch-contexts 0 was accepted, --eval-frac 1.5 named --text."""
+    args = ["sae", "cache", "no-such-model", "--layer", "1", "--tokens", "100", "--out", str(tmp_path / "c"),
+            flag, value]
+    for _ in range(2):  # a rerun is refused the same way (it used to report "cached 0 activations", exit 0)
+        err = _one_line_error(capsys, main(args))
+        assert flag in err and "no-such-model" not in err
+    assert not (tmp_path / "c" / "manifest.json").exists()
+
+
+def test_out_that_is_a_file_or_unwritable_is_one_line(tiny_dir, tmp_path, capsys, fake_cache, monkeypatch):
+    import tempfile
+
+    from alignlab.sae import SAEConfig, build_sae, save_sae
+
+    model_dir, text = tiny_dir
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    save_sae(build_sae(SAEConfig("standard", 64, 128, model=str(model_dir), hook_point="resid_post.1",
+                                 hook_layer=1)), tmp_path / "sae")
+    runs = {
+        "cache": ["sae", "cache", str(model_dir), "--layer", "1", "--tokens", "64", "--text", str(text)],
+        "train": ["sae", "train", str(fake_cache), "--steps", "1", "--batch-size", "32", "--device", "cpu"],
+        "inspect": ["sae", "inspect", str(tmp_path / "sae"), "--tokens", "32", "--text", str(text), "--device", "cpu"],
+    }
+    for name, args in runs.items():  # an existing file (a folder for inspect's HTML file), and a path below a file
+        for out in (tmp_path if name == "inspect" else taken, taken / "sub"):
+            err = _one_line_error(capsys, main([*args, "--out", str(out)]))
+            assert "--out" in err, (name, err)
+    real = tempfile.mkstemp
+
+    def refuse(*a, dir=None, **kw):  # noqa: A002 - tempfile's own keyword
+        if dir is not None and "ro" in str(dir):
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real(*a, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # root may write anywhere: simulate a read-only folder
+    for name, args in runs.items():
+        out = tmp_path / "ro" / ("x.html" if name == "inspect" else "o")
+        err = _one_line_error(capsys, main([*args, "--out", str(out)]))
+        assert "--out" in err and "Permission denied" in err, (name, err)
+
+
+def test_truncated_sae_weights_is_one_line(tmp_path, capsys):
+    from alignlab.sae import SAEConfig, build_sae, save_sae
+
+    folder = tmp_path / "sae"
+    save_sae(build_sae(SAEConfig("gated", 8, 16, model="m", hook_point="resid_post.1", hook_layer=1)), folder)
+    weights = folder / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size - 40])
+    err = _one_line_error(capsys, main(["sae", "eval", str(folder), "--device", "cpu"]))
+    assert "truncated or corrupt" in err

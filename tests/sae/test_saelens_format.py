@@ -42,7 +42,7 @@ def test_round_trip_is_bit_exact(arch, tmp_path):
     for key in ("d_in", "d_sae", "dtype", "device", "apply_b_dec_to_input", "normalize_activations",
                 "reshape_activations", "architecture", "metadata"):
         assert key in raw
-    assert raw["metadata"]["hook_name"] == "resid_post.2" and raw["metadata"]["model_name"] == "m"
+    assert raw["metadata"]["hook_name"] == "blocks.2.hook_resid_post" and raw["metadata"]["model_name"] == "m"
     assert raw["metadata"]["sae_lens_version"].startswith("6.")
     tensors = load_file(str(tmp_path / arch / "sae_weights.safetensors"))
     for name, t in tensors.items():
@@ -75,7 +75,7 @@ def test_reads_plain_saelens_v6_and_pre_v6_folders(tmp_path):
         "metadata": {"sae_lens_version": "6.18.0", "hook_name": "blocks.2.hook_resid_post", "unknown": 1}}))
     x = torch.randn(5, 16)
     got = load_sae(v6)
-    assert got.cfg.hook_point == "blocks.2.hook_resid_post"
+    assert (got.cfg.hook_point, got.cfg.hook_layer) == ("resid_post.2", 2)
     assert torch.equal(got(x), sae(x))
     pre = tmp_path / "pre"
     pre.mkdir()
@@ -84,7 +84,7 @@ def test_reads_plain_saelens_v6_and_pre_v6_folders(tmp_path):
         "d_in": 16, "d_sae": 64, "hook_point": "blocks.1.hook_resid_pre", "hook_layer": 1,
         "activation_fn_str": "relu", "model_name": "gpt2", "apply_b_dec_to_input": True}))
     old = load_sae(pre)
-    assert (old.cfg.hook_point, old.cfg.hook_layer, old.cfg.model) == ("blocks.1.hook_resid_pre", 1, "gpt2")
+    assert (old.cfg.hook_point, old.cfg.hook_layer, old.cfg.model) == ("resid_pre.1", 1, "gpt2")
     assert torch.equal(old(x), sae(x))
 
 
@@ -110,9 +110,29 @@ def test_wrong_architecture_or_width_is_one_line_error(tmp_path):
         load_sae(tmp_path)
 
 
-@pytest.mark.parametrize("arch", ["standard", "gated", "topk", "jumprelu", "batchtopk"])
+@pytest.mark.parametrize(("point", "layer", "tl"), [
+    ("resid_post.15", -1, "blocks.15.hook_resid_post"), ("block_in", 3, "blocks.3.hook_resid_pre"),
+    ("attn_out.0", 0, "blocks.0.hook_attn_out"), ("mlp_out", 7, "blocks.7.hook_mlp_out")])
+def test_hook_name_is_written_as_transformer_lens_and_read_in_both_forms(point, layer, tl, tmp_path):
+    sae = build_sae(SAEConfig("standard", 16, 64, hook_point=point, hook_layer=layer))
+    save_sae(sae, tmp_path / "s")
+    raw = json.loads((tmp_path / "s" / "cfg.json").read_text())
+    assert raw["metadata"]["hook_name"] == tl
+    site, n = tl.removeprefix("blocks.").split(".hook_")[::-1]
+    for name in (tl, f"{site}.{n}"):  # a foreign file (no alignlab metadata) in either spelling
+        raw["metadata"] = {"sae_lens_version": "6.54.0", "hook_name": name}
+        (tmp_path / "s" / "cfg.json").write_text(json.dumps(raw))
+        got = load_sae(tmp_path / "s")
+        assert (got.cfg.hook_point, got.cfg.hook_layer) == (f"{site}.{n}", int(n))
+    odd = build_sae(SAEConfig("standard", 16, 64, hook_point="block_out", hook_layer=-1))
+    save_sae(odd, tmp_path / "o")  # no layer recorded: no TL name to give, the address is kept
+    assert json.loads((tmp_path / "o" / "cfg.json").read_text())["metadata"]["hook_name"] == "block_out"
+
+
+@pytest.mark.parametrize("arch", sorted(REGISTRY))
 def test_real_sae_lens_loads_our_files(arch, tmp_path):
-    sae_lens = pytest.importorskip("sae_lens")
+    import sae_lens  # a dev dependency: missing means a failure, not a skip
+
     ours = _trained_like(arch)
     save_sae(ours, tmp_path / arch)
     theirs = sae_lens.SAE.load_from_disk(str(tmp_path / arch), device="cpu")
@@ -120,3 +140,50 @@ def test_real_sae_lens_loads_our_files(arch, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(theirs.encode(x), ours.encode(x), rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(theirs(x), ours(x), rtol=1e-6, atol=1e-6)
+    assert theirs.cfg.metadata.hook_name == "blocks.2.hook_resid_post"
+
+
+SAELENS_TRAINING = {  # SAELens training architecture -> (config class name, extra fields)
+    "standard": ("StandardTrainingSAEConfig", {}),
+    "gated": ("GatedTrainingSAEConfig", {}),
+    "jumprelu": ("JumpReLUTrainingSAEConfig", {}),
+    "topk": ("TopKTrainingSAEConfig", {"k": 4}),  # rescale_acts_by_decoder_norm=True is SAELens's default
+    "topk_unscaled": ("TopKTrainingSAEConfig", {"k": 4, "rescale_acts_by_decoder_norm": False}),
+    "batchtopk": ("BatchTopKTrainingSAEConfig", {"k": 4}),
+    "matryoshka_batchtopk": ("MatryoshkaBatchTopKTrainingSAEConfig", {"k": 4, "matryoshka_widths": [16, 64]}),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(SAELENS_TRAINING))
+def test_we_load_real_sae_lens_files(arch, tmp_path):
+    import sae_lens
+
+    cls_name, extra = SAELENS_TRAINING[arch]
+    cfg = getattr(sae_lens, cls_name)(d_in=16, d_sae=64, **extra)
+    trainer_cls = sae_lens.TrainingSAE.get_sae_class_for_architecture(cfg.architecture())
+    torch.manual_seed(1)
+    sae = trainer_cls(cfg)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        sae.W_dec.mul_(torch.rand(64, 1) + 0.5)  # decoder norms away from 1, as after training
+        if hasattr(sae, "topk_threshold"):
+            sae.topk_threshold = torch.tensor(0.2, dtype=sae.topk_threshold.dtype)
+        if hasattr(sae, "log_threshold"):
+            sae.log_threshold.fill_(-1.5)
+    sae.cfg.metadata.hook_name = "blocks.3.hook_mlp_out"
+    sae.save_inference_model(tmp_path / arch)
+    raw = json.loads((tmp_path / arch / "cfg.json").read_text())
+    assert raw.get("rescale_acts_by_decoder_norm", False) is (arch == "topk")  # the flag SAELens writes
+    theirs = sae_lens.SAE.load_from_disk(str(tmp_path / arch), device="cpu")
+    ours = load_sae(tmp_path / arch)
+    assert (ours.cfg.hook_point, ours.cfg.hook_layer) == ("mlp_out.3", 3)
+    x = torch.randn(256, 16)
+    with torch.no_grad():
+        f_t, f_o = theirs.encode(x), ours.encode(x)
+        assert 0 < int((f_t > 0).sum()) < f_t.numel()  # a real sparse code, not all-zero or dense
+        assert torch.equal(f_t > 0, f_o > 0)
+        torch.testing.assert_close(f_o, f_t, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-6)
+        if arch.startswith("topk"):  # the norm fold reproduces the SAELens training module's function too
+            torch.testing.assert_close(ours(x), sae(x), rtol=1e-5, atol=1e-6)

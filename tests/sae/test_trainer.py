@@ -156,31 +156,48 @@ def test_schedules():
         TrainConfig(lr_schedule="weird")
 
 
+DDP_SAES = [
+    ["standard", {}], ["standard", {"recipe": "april2024"}], ["gated", {}], ["gated", {"recipe": "april"}],
+    ["lp", {"anneal_start": 1, "n_sparsity_updates": 2, "anneal_q": 1}], ["topk", {"k": 4}], ["batchtopk", {"k": 4}],
+    ["matryoshka", {"k": 4, "matryoshka_widths": [16, 32, 64]}], ["jumprelu", {"bandwidth": 0.5, "threshold_init": 0.1}],
+]
+
+
 def test_two_process_ddp_matches_single_process(tmp_path):
-    """Two gloo ranks, each on half of every batch, end with the single-process weights (gated + jumprelu)."""
+    """Two gloo ranks, each on a contiguous half of every batch, end with identical weights that equal one
+    process on the whole batch, for every architecture (issue 14 item 1): input scale, b_dec init, resampling,
+    p-annealing, BatchTopK selection and theta all see the global batch."""
     import dataclasses
     import json
     import subprocess
     import sys
     from pathlib import Path
 
-    data = _data(4)
-    cfg = _cfg(total_steps=4, checkpoint_every=0)
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ddp_run import make_saes
+
+    data = _data(8)
+    cfg = _cfg(total_steps=6, checkpoint_every=0, resample_steps=(3,), l1_warmup_steps=2, lr_warmup_steps=2,
+               dead_window=B * 2)
     torch.save(data, tmp_path / "data.pt")
-    (tmp_path / "cfg.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    (tmp_path / "spec.json").write_text(json.dumps({"train": dataclasses.asdict(cfg), "saes": DDP_SAES}))
     script = Path(__file__).with_name("ddp_run.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "data.pt"), str(tmp_path / "cfg.json"),
-                           str(tmp_path / "ddp.pt")], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "data.pt"), str(tmp_path / "spec.json"),
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    ddp = torch.load(tmp_path / "ddp.pt")
-    single = [build_sae(SAEConfig(architecture=a, d_in=D, d_sae=N, l1_coefficient=0.01, **kw))
-              for a, kw in (("gated", {}), ("jumprelu", {"bandwidth": 0.5, "threshold_init": 0.1}))]
-    res = train_saes(single, iter(data), cfg, progress=False)
-    assert len(ddp) == 2
-    for r, sd in zip(res, ddp):
+    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    res = train_saes(make_saes(DDP_SAES, D, N), iter(data), cfg, progress=False)
+    for i in (0, 2):  # bricken and gated resampled their 8 never-firing latents (encoder bias reset to 0)
+        bias = res[i].sae.b_enc if i == 0 else res[i].sae.b_gate
+        assert bool((bias[:8] > -50).all())
+    for i, r in enumerate(res):
         for k, v in r.sae.state_dict().items():
-            torch.testing.assert_close(sd[k], v, rtol=1e-6, atol=1e-6, msg=k)
+            key = f"{i}.{k}"
+            assert torch.equal(ranks[0][key], ranks[1][key]), (DDP_SAES[i], k, "ranks differ")
+            torch.testing.assert_close(ranks[0][key], v, rtol=1e-6, atol=1e-6, msg=f"{DDP_SAES[i]} {k}")
 
 
 def test_deferred_nan_check_raises_at_the_next_log_step_naming_the_first_bad_step(tmp_path, monkeypatch):

@@ -184,10 +184,21 @@ def is_heldout(text: str, eval_frac: float) -> bool:
     return (zlib.crc32(text.encode("utf-8", "replace")) % 10_000) < eval_frac * 10_000
 
 
+def check_eval_frac(eval_frac: float, part: str = "all") -> None:
+    """--eval-frac is the held-out share of documents: in [0, 1], and a split it empties is refused."""
+    if not 0.0 <= eval_frac <= 1.0:  # also refuses NaN
+        raise AlignlabError(f"--eval-frac {eval_frac} is not a fraction of documents: pass a value in [0, 1) "
+                            "(default 0.05)")
+    if (part, eval_frac) in (("train", 1.0), ("eval", 0.0)):
+        raise AlignlabError(f"--eval-frac {eval_frac} leaves the {part!r} split without documents; "
+                            "pass a value strictly between 0 and 1 (default 0.05)")
+
+
 def split_texts(texts: Iterable[str], part: str, eval_frac: float = 0.05) -> Iterator[str]:
     """Documents of ``part`` = train | eval | all; training and evaluation never share a document."""
     if part not in ("train", "eval", "all"):
         raise AlignlabError(f"text split must be train, eval or all, got {part!r}")
+    check_eval_frac(eval_frac, part)
     for t in texts:
         if part == "all" or is_heldout(t, eval_frac) == (part == "eval"):
             yield t
@@ -239,7 +250,9 @@ class ActivationSource:
 
         self.model, self.tokenizer, self.hook, self.texts = model, tokenizer, hook, texts
         self.ctx = ctx or ContextConfig()
-        self.batch_contexts = max(1, int(batch_contexts))
+        if int(batch_contexts) < 1:
+            raise AlignlabError(f"--batch-contexts must be >= 1, got {batch_contexts}")
+        self.batch_contexts = int(batch_contexts)
         self.anatomy = map_model(model)
         self.hook = parse_hook(hook.point, hook.layer, self.anatomy.n_layers)
         self.d = self.anatomy.d_model

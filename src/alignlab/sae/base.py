@@ -68,8 +68,11 @@ class SAEConfig:
     """lp: lambda sum_i w_i f_i^p ; lp_norm: lambda (sum_i |w_i f_i|^p)^(1/p) (SAELens semantics)."""
     p_end: float = 0.2
     """Final p of the annealing schedule."""
-    anneal_start: int = 15_000
-    """Step at which p starts falling from p (initial) to p_end."""
+    anneal_start: int | None = None
+    """Step at which p starts falling from p (initial) to p_end (None: anneal_start_frac of the run)."""
+    anneal_start_frac: float = 0.5
+    """p-annealing starts after this fraction of the training steps when anneal_start is None, so a run of
+    any length anneals (dictionary_learning's fixed step 15,000 never arrives in a short run)."""
     n_sparsity_updates: int = 10
     """Number of discrete p changes."""
     anneal_q: int = 10
@@ -88,7 +91,7 @@ class SAEConfig:
     threshold_estimator: str = "saelens"
     """BatchTopK theta EMA: saelens (rate 0.01, float64) | dictionary_learning (beta 0.999 from step 1000)."""
     matryoshka_widths: tuple[int, ...] = ()
-    """Nested prefix widths M_1 < ... < M_L = d_sae."""
+    """Nested prefix widths M_1 < ... < M_L = d_sae (empty: d_sae/16, /8, /4, /2 and d_sae)."""
     # --- JumpReLU (spec §2.6) ---
     bandwidth: float | None = None
     """Rectangle-kernel bandwidth epsilon of the STE (None: 0.001 paper, 0.05 saelens)."""
@@ -173,6 +176,8 @@ class TrainState:
     """Current p of the L_p penalty; None -> cfg.p."""
     dead_mask: Tensor | None = None
     """[d_sae] bool, latents currently counted dead (AuxK); None -> no AuxK term."""
+    total_steps: int | None = None
+    """Length of the run (the BatchTopK theta estimate averages over its final 10%); None: unknown."""
 
     def lam(self, cfg: SAEConfig) -> float:
         return cfg.l1_coefficient if self.l1_coefficient is None else self.l1_coefficient
@@ -382,7 +387,15 @@ def save_sae(sae: SAE, directory: Any) -> None:
 
 
 def load_sae(directory: Any, *, expect: SAEConfig | None = None) -> SAE:
-    """Read a SAELens v6 (or pre-6.0) folder back into an alignlab SAE."""
+    """Read a SAELens v6 (or pre-6.0) folder back into an alignlab SAE; a truncated or corrupt safetensors
+    file is one AlignlabError naming the folder (issue 12), not a traceback."""
+    from safetensors import SafetensorError
+
     from alignlab.sae.saelens_format import load_sae as _load
 
-    return _load(directory, expect=expect)
+    try:
+        return _load(directory, expect=expect)
+    except SafetensorError as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise AlignlabError(f"SAE folder {directory} holds a truncated or corrupt safetensors file ({reason}); "
+                            "copy it again or retrain") from None

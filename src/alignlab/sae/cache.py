@@ -8,6 +8,8 @@ Layout of a cache directory (one per hook)::
 Every shard is written atomically and the manifest is rewritten after each one, recording the source
 cursor (next context, rows of it already written). An interrupted run keeps its completed shards and a
 rerun with the same settings continues from the cursor; a rerun with different settings is refused.
+Each shard's entry also records the cursor it started at and its size, so every run first checks the shards
+against the manifest (present, size, header: names, dtype, shape) and regenerates a missing or damaged one.
 """
 
 from __future__ import annotations
@@ -87,17 +89,22 @@ def cache_activations(source: ActivationSource, out_dir: str | Path, n_tokens: i
     """
     if dtype not in CACHE_DTYPES:
         raise AlignlabError(f"cache dtype must be one of {', '.join(CACHE_DTYPES)}, got {dtype!r}")
+    if rows_per_shard < 1 or n_tokens < 1:
+        raise AlignlabError(f"--shard-rows and --tokens must be >= 1 (got {rows_per_shard}, {n_tokens})")
     out = Path(out_dir)
     meta = {**meta, "format": FORMAT, "d": source.d, "dtype": dtype, "rows_per_shard": rows_per_shard}
     path = out / MANIFEST
     man = _new_manifest(meta, source.d)
+    rebuilt: list[str] = []
     if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = _read_manifest(path)
         _check_identity(old, meta, out)
         man = old
+        rebuilt = _repair_shards(source, out, man)
         man["n_tokens_target"] = n_tokens
-        if man["n_tokens"] >= n_tokens or (man["complete"] and man.get("exhausted")):
-            return man
+        done = man["n_tokens"] >= n_tokens or (man["complete"] and man.get("exhausted"))
+        if done and man["n_tokens"] > 0:
+            return {**man, "rebuilt": rebuilt}
         man["complete"] = False
     man["n_tokens_target"] = n_tokens
     bar = _bar(progress, n_tokens, man["n_tokens"])
@@ -121,16 +128,82 @@ def cache_activations(source: ActivationSource, out_dir: str | Path, n_tokens: i
             break
     if pending.rows and man["n_tokens"] < n_tokens:
         _flush(out, man, pending, pending.rows, bar)
-    man["complete"], man["exhausted"] = True, exhausted and man["n_tokens"] < n_tokens
-    write_json_atomic(path, _public(man))
     if bar is not None:
         bar.close()
-    if man["n_tokens"] == 0:
-        raise DataError("the text source produced no tokens to cache; pass a larger --text corpus")
-    return _public(man)
+    if man["n_tokens"] == 0:  # no manifest is written: a rerun must not report an empty cache as done
+        raise DataError(f"the text source produced no tokens for the {meta.get('text_split', 'chosen')!r} split; "
+                        "check --text, --split and --eval-frac")
+    man["complete"], man["exhausted"] = True, exhausted and man["n_tokens"] < n_tokens
+    write_json_atomic(path, _public(man))
+    return {**_public(man), "rebuilt": rebuilt}
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        man = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{path}: not valid JSON; delete the cache directory and run `alignlab sae cache` again") from None
+    if not isinstance(man, dict) or man.get("format") != FORMAT or not isinstance(man.get("shards"), list):
+        raise DataError(f"{path}: not an alignlab activation cache; pass another --out or delete that directory")
+    return man
+
+
+_SAFETENSORS_DTYPES = {"bfloat16": "BF16", "float32": "F32", "float16": "F16"}
+
+
+def shard_problem(out: Path, entry: dict[str, Any], d: int, dtype: str) -> str | None:
+    """Why the shard ``entry`` of a manifest does not match its file (None when it does)."""
+    from safetensors import safe_open
+
+    file = out / entry["file"]
+    if not file.is_file():
+        return "missing"
+    if "bytes" in entry and file.stat().st_size != entry["bytes"]:
+        return f"{file.stat().st_size} bytes, manifest says {entry['bytes']}"
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            if set(f.keys()) != {"activations", "token_ids"}:
+                return "unexpected tensors"
+            acts = f.get_slice("activations")
+            shape, got = list(acts.get_shape()), acts.get_dtype()
+    except Exception as exc:  # noqa: BLE001 - an unreadable header of any kind means: rebuild it
+        return f"unreadable ({type(exc).__name__})"
+    if shape != [entry["rows"], d] or got != _SAFETENSORS_DTYPES[dtype]:
+        return f"activations {got}{shape}, manifest says {_SAFETENSORS_DTYPES[dtype]}{[entry['rows'], d]}"
+    return None
+
+
+def _repair_shards(source: ActivationSource, out: Path, man: dict[str, Any]) -> list[str]:
+    """Regenerate every shard whose file does not match the manifest, from the cursor it started at."""
+    rebuilt = []
+    for entry in man["shards"]:
+        problem = shard_problem(out, entry, int(man["d"]), man["dtype"])
+        if problem is None:
+            continue
+        if "start" not in entry:
+            raise DataError(f"{out / entry['file']} is {problem} and this cache predates per-shard cursors; "
+                            f"delete {out} and run `alignlab sae cache` again")
+        pending = _Pending([], [], [])
+        for batch in source.batches(*entry["start"]):
+            pending.acts.append(batch.acts.to(CACHE_DTYPES[man["dtype"]]).cpu())
+            pending.ids.append(batch.token_ids.to(torch.int32))
+            pending.rows += batch.acts.shape[0]
+            if pending.rows >= entry["rows"]:
+                break
+        if pending.rows < entry["rows"]:
+            raise DataError(f"the text source no longer yields {out / entry['file']}; delete {out} and cache again")
+        rows = entry["rows"]
+        file = out / entry["file"]
+        save_tensors_atomic(file, {"activations": torch.cat(pending.acts)[:rows], "token_ids": torch.cat(pending.ids)[:rows]})
+        entry["bytes"] = file.stat().st_size
+        rebuilt.append(entry["file"])
+    if rebuilt:
+        write_json_atomic(out / MANIFEST, _public(man))
+    return rebuilt
 
 
 def _flush(out: Path, man: dict[str, Any], pending: _Pending, k: int, bar: Any) -> None:
+    start = [man["next_context"], man["skip_rows"]]  # the cursor this shard starts at (for a rebuild)
     acts, ids, next_ctx, skip = _take(pending, k)
     name = shard_name(len(man["shards"]))
     save_tensors_atomic(out / name, {"activations": acts, "token_ids": ids})
@@ -140,7 +213,7 @@ def _flush(out: Path, man: dict[str, Any], pending: _Pending, k: int, bar: Any) 
     sums["norm"] += float(x.norm(dim=1).sum())
     sums["sq_norm"] += float(x.pow(2).sum())
     sums["sum"] = (torch.tensor(sums["sum"], dtype=torch.float64) + x.sum(0)).tolist()
-    man["shards"].append({"file": name, "rows": int(acts.shape[0])})
+    man["shards"].append({"file": name, "rows": int(acts.shape[0]), "start": start, "bytes": (out / name).stat().st_size})
     man["n_tokens"] += int(acts.shape[0])
     man["next_context"], man["skip_rows"] = next_ctx, skip
     write_json_atomic(out / MANIFEST, _public(man))
@@ -207,20 +280,27 @@ class ActivationCache:
             raise DataError(f"{path}: NaN/inf activation at row {row}; delete the shard and rerun `alignlab sae cache`")
         return acts
 
-    def chunks(self, seed: int = 0, epochs: int | None = 1, device: torch.device | str | None = None) -> Iterator[Tensor]:
-        """Shards in a seeded order per epoch (``epochs=None`` loops forever)."""
+    def chunks(self, seed: int = 0, epochs: int | None = 1, device: torch.device | str | None = None,
+               rank: int = 0, world: int = 1) -> Iterator[Tensor]:
+        """Shards in a seeded order per epoch (``epochs=None`` loops forever); with ``world`` > 1, rank r reads
+        every world-th shard of each epoch's order, so the ranks of a DDP run read disjoint shards."""
+        if world > len(self.shards):
+            raise DataError(f"{self.dir} has {len(self.shards)} shards, fewer than the {world} processes; cache again "
+                            "with a smaller --shard-rows so every process gets its own shards")
         gen = torch.Generator().manual_seed(seed)
         epoch = 0
         while epochs is None or epoch < epochs:
-            for i in torch.randperm(len(self.shards), generator=gen).tolist():
+            for i in torch.randperm(len(self.shards), generator=gen).tolist()[rank::world]:
                 yield self.load_shard(i, device)
             epoch += 1
 
     def batches(self, batch_size: int, *, seed: int = 0, buffer_rows: int = 1_000_000, epochs: int | None = None,
-                device: torch.device | str | None = None) -> ShuffleBuffer:
-        """Shuffled ``[batch_size, d]`` fp32 batches (through the §3.3 buffer); supports ``skip(n)``."""
-        capacity = max(batch_size, min(buffer_rows, self.n_tokens))
-        return ShuffleBuffer(self.chunks(seed, epochs, device), batch_size, capacity, seed=seed, device=device)
+                device: torch.device | str | None = None, rank: int = 0, world: int = 1) -> ShuffleBuffer:
+        """Shuffled ``[batch_size, d]`` fp32 batches (through the §3.3 buffer); supports ``skip(n)``.
+        ``rank``/``world``: this process's disjoint share of the shards under DDP."""
+        capacity = max(batch_size, min(buffer_rows, self.n_tokens // world))
+        return ShuffleBuffer(self.chunks(seed, epochs, device, rank, world), batch_size, capacity, seed=seed,
+                             device=device)
 
     def load_all(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
         """Every row ``[n_tokens, d]`` in shard order (optionally cast), e.g. to keep a cache on the GPU."""

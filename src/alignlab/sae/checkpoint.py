@@ -3,12 +3,14 @@
 Layout::
 
     out_dir/checkpoints/step_000001000/
-        trainer_state.pt        # step, data cursor, RNG states, configs, per-SAE optimiser/counters/annealer
+        trainer_state.json         # step, data cursor, RNG states, configs, per-SAE optimiser/counters/annealer
+        trainer_state.safetensors  # ... and their tensors (state_io.py: no pickle, loading never runs code)
         sae_0/ cfg.json sae_weights.safetensors ...   # each SAE in SAELens format (raw units), for users
     out_dir/checkpoints/latest.json                   # {"step": 1000, "dir": "step_000001000"}
 
 A checkpoint directory is written under a temporary name and renamed into place, so a killed run never
-leaves a half-written checkpoint that a resume could trust.
+leaves a half-written checkpoint that a resume could trust. ``latest.json`` may only name a ``step_N`` folder
+directly inside ``checkpoints/`` (no absolute path, no ``..``, no symlink out of it).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,18 +27,22 @@ import numpy as np
 import torch
 
 from alignlab.errors import AlignlabError
-from alignlab.io import atomic_path, write_json_atomic
+from alignlab.io import write_json_atomic
 from alignlab.sae.base import SAE
 from alignlab.sae.saelens_format import save_sae
+from alignlab.sae.state_io import load_state, save_state
 
-STATE_FILE = "trainer_state.pt"
+STATE_STEM = "trainer_state"
+STATE_FILES = (f"{STATE_STEM}.json", f"{STATE_STEM}.safetensors")
+LEGACY_PICKLE = "trainer_state.pt"  # written before issue 12; never loaded (unpickling can run code)
+_STEP_DIR = re.compile(r"step_[0-9]{1,12}")
 
 
 def rng_states() -> dict[str, Any]:
     """Python, NumPy, torch CPU and every CUDA device's RNG state."""
     out: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": np.random.get_state(),  # a tuple holding a uint32 array: state_io stores both exactly
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -61,8 +68,7 @@ def save_checkpoint(out_dir: Path, step: int, state: dict[str, Any], saes: list[
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    with atomic_path(tmp / STATE_FILE) as p:
-        torch.save(state, p)
+    save_state(tmp, STATE_STEM, state)
     for i, sae in enumerate(saes):
         save_sae(sae, tmp / f"sae_{i}")
     if final.exists():
@@ -82,27 +88,38 @@ def _prune(root: Path, keep: int) -> None:
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The directory latest.json points at, or None when there is no checkpoint yet."""
+    """The directory latest.json points at, or None when there is no checkpoint yet.
+
+    The pointer is untrusted input: it must name a ``step_N`` folder directly inside ``checkpoints/``.
+    """
     root = Path(out_dir) / "checkpoints"
     pointer = root / "latest.json"
     if not pointer.is_file():
         return None
     try:
         name = json.loads(pointer.read_text(encoding="utf-8"))["dir"]
-    except (json.JSONDecodeError, KeyError):
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise AlignlabError(f"{pointer} is corrupt; delete it to resume from the newest step_* folder") from None
+    if not isinstance(name, str) or not _STEP_DIR.fullmatch(name):
+        raise AlignlabError(f"{pointer} names {str(name)[:80]!r}, not a step_N folder inside {root}; "
+                            "checkpoints are only read from inside --out (delete the pointer to start over)")
     path = root / name
-    if not (path / STATE_FILE).is_file():
+    if path.is_symlink() or not path.resolve().is_relative_to(root.resolve()):
+        raise AlignlabError(f"{path} leads outside {root}; checkpoints are only read from inside --out")
+    if (path / LEGACY_PICKLE).exists() and not (path / STATE_FILES[0]).exists():
+        raise AlignlabError(f"checkpoint {path} is in the old pickle format, which alignlab no longer loads "
+                            "(unpickling can run code); delete it to start over")
+    if not all((path / f).is_file() for f in STATE_FILES):
         raise AlignlabError(f"checkpoint {path} is incomplete; delete it and {pointer} to start over")
     return path
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load trainer_state.pt (our own file: full unpickling of RNG states and python containers)."""
-    try:
-        return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is one user-facing error
-        raise AlignlabError(f"cannot read checkpoint {path}: {type(e).__name__}; delete it to start over") from None
+    """Load the trainer state (JSON + safetensors; nothing is unpickled)."""
+    state = load_state(Path(path), STATE_STEM)
+    if not isinstance(state, dict):
+        raise AlignlabError(f"checkpoint {path} holds no trainer state; delete it to start over")
+    return state
 
 
 def write_training_checkpoint(out: Path, step: int, consumed: int, slots: list, cfg: Any, rank: int, dist_on: bool) -> None:
@@ -134,6 +151,8 @@ def restore_training(path: Path, slots: list) -> tuple[int, int]:
     from alignlab.sae.saelens_format import check_expected
 
     state = load_checkpoint(path)
+    if not {"step", "batches_consumed", "rng", "slots"} <= set(state):
+        raise AlignlabError(f"checkpoint {path} lacks the trainer state fields; delete it to start over")
     saved = state["slots"]
     if len(saved) != len(slots):
         raise AlignlabError(

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from alignlab.sae.train_args import preset_train_fields, sae_schedule_fields, schedule_options
+
 ARCH_ALIASES = {"standard": "standard_bricken", "bricken": "standard_bricken", "april": "standard_april"}
 
 
@@ -75,6 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--no-compile", dest="compile", action="store_false",
                    help="keep the gated SAE's elementwise kernels eager on CUDA (default: torch.compile them)")
     c.add_argument("--out", required=True, help="output directory (one SAELens folder per SAE: sae_<i>)")
+    c.add_argument("--ddp", action="store_true",
+                   help="require a DDP launch: torchrun --nproc-per-node N -m alignlab sae train ... (under torchrun "
+                   "DDP is on anyway; each process reads its own shards and --batch-size / N rows per step)")
+    schedule_options(c)
     c.set_defaults(func=_cmd_train)
 
     c = cmds.add_parser("eval", help="L0, FVU, MSE, CE recovered, delta LM loss, KL, dead/dense, shrinkage")
@@ -114,6 +120,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _text_options(c, "eval")
     _model_options(c)
     c.set_defaults(func=_cmd_inspect)
+    from alignlab.sae.cli_interop import register_interop  # export, convert (spec §6)
+
+    register_interop(cmds)
 
 
 def _load_lm(spec: str, args: argparse.Namespace):
@@ -128,14 +137,35 @@ def _texts(args: argparse.Namespace):
     return corpus(args.text, seed=args.seed, part=args.split, eval_frac=args.eval_frac)
 
 
+def _check_text_args(args: argparse.Namespace) -> None:
+    """Refuse bad counts and fractions before a model is loaded (issue 12: no hang, no silent empty run)."""
+    from alignlab.errors import AlignlabError
+    from alignlab.sae.activations import check_eval_frac
+
+    check_eval_frac(args.eval_frac, args.split)
+    for flag in ("batch_contexts", "shard_rows", "tokens"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise AlignlabError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+
+
+def _check_out_file(path: str, flag: str = "--out") -> None:
+    """A file output: not an existing directory, and its folder can be created and written."""
+    from alignlab.errors import AlignlabError
+    from alignlab.io import ensure_dir
+
+    if Path(path).is_dir():
+        raise AlignlabError(f"{flag} {path} is an existing directory, not a file: choose another {flag}")
+    ensure_dir(Path(path).parent, flag)
+
+
 def _cmd_cache(args: argparse.Namespace) -> int:
+    from alignlab.io import ensure_dir
     from alignlab.sae.activations import ActivationSource, ContextConfig, parse_hook, text_fingerprint
     from alignlab.sae.cache import cache_activations
 
-    if args.tokens < 1:
-        from alignlab.errors import AlignlabError
-
-        raise AlignlabError(f"--tokens must be >= 1, got {args.tokens}")
+    _check_text_args(args)
+    ensure_dir(args.out)
     lm = _load_lm(args.model, args)
     ctx = ContextConfig(args.context_size, args.prepend_bos, True)
     src = ActivationSource(lm.model, lm.tokenizer, parse_hook(args.hook, args.layer), _texts(args), ctx, args.batch_contexts)
@@ -146,6 +176,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
             "text_fingerprint": text_fingerprint(args.text, args.seed, args.split, args.eval_frac)}
     man = cache_activations(src, args.out, args.tokens, meta=meta, rows_per_shard=args.shard_rows, dtype=args.cache_dtype)
     note = " (the text ran out before --tokens)" if man.get("exhausted") else ""
+    if man.get("rebuilt"):
+        note += f" (rebuilt {len(man['rebuilt'])} missing or damaged shards: {', '.join(man['rebuilt'])})"
     print(f"cached {man['n_tokens']} activations of {man['hook']} (d={man['d']}, {man['dtype']}) in "
           f"{len(man['shards'])} shards at {args.out}{note}")
     return 0
@@ -153,16 +185,19 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from alignlab.errors import AlignlabError
-    from alignlab.sae import preset_config, preset_train_overrides
+    from alignlab.io import ensure_dir
+    from alignlab.sae import preset_config
     from alignlab.sae.cache import ActivationCache
+    from alignlab.sae.ddp import ddp_from_env, local_batch
     from alignlab.sae.trainer import TrainConfig, train_saes
 
     cache = ActivationCache(args.acts)
+    ensure_dir(args.out)
     man, d = cache.manifest, cache.d
     d_sae = args.d_sae or int(round(args.width * d))
     presets = [ARCH_ALIASES.get(a, a) for a in (args.arch or ["gated"])]
     l1s = args.l1 or [None]
-    saes, names = [], []
+    saes, names, per_sae = [], [], []
     for preset in presets:
         for l1 in l1s:
             fields = {"model": man.get("model", ""), "hook_point": man.get("hook", "resid_post"),
@@ -174,24 +209,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 fields["k"] = args.k
             if args.normalize is not None:
                 fields["normalize_activations"] = args.normalize
+            fields.update(sae_schedule_fields(args, preset, d_sae))
             saes.append(_build(preset_config(preset, d, d_sae, **fields)))
+            per_sae.append(preset_train_fields(preset, args))
             names.append(f"{preset}" + (f"_l1={l1:g}" if l1 is not None else ""))
-    overrides = _shared_overrides([preset_train_overrides(p) for p in presets])
-    for key in ("total_steps", "batch_size", "device", "seed", "log_every", "checkpoint_every"):
-        overrides.pop(key, None)
-    if args.lr is not None:
-        overrides["lr"] = args.lr
     warm = args.lr_warmup if args.lr_warmup is not None else min(1000, args.steps // 10)
-    if "l1_warmup_steps" in overrides:
-        overrides["l1_warmup_steps"] = min(overrides["l1_warmup_steps"], args.steps // 5)
-    cfg = TrainConfig(total_steps=args.steps, batch_size=args.batch_size, lr_warmup_steps=warm, device=args.device,
-                      seed=args.seed, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                      autocast_bf16=args.autocast_bf16, compile_kernels=args.compile, **overrides)
+    ddp = ddp_from_env(args.ddp, args.device)  # under torchrun: this rank's share of every batch and shard
+    rank, world = (ddp.rank, ddp.world) if ddp else (0, 1)
+    cfg = TrainConfig(total_steps=args.steps, batch_size=local_batch(args.batch_size, world), lr_warmup_steps=warm,
+                      device=ddp.device if ddp else args.device, seed=args.seed, log_every=args.log_every,
+                      checkpoint_every=args.checkpoint_every, autocast_bf16=args.autocast_bf16,
+                      compile_kernels=args.compile)
     if cache.n_tokens < args.batch_size:
         raise AlignlabError(f"the cache holds {cache.n_tokens} rows, fewer than one batch of {args.batch_size}")
-    batches = cache.batches(args.batch_size, seed=args.seed, buffer_rows=args.buffer_rows)
-    results = train_saes(saes, batches, cfg, out_dir=args.out, resume=args.resume, progress=True)
-    for name, res in zip(names, results):
+    batches = cache.batches(cfg.batch_size, seed=args.seed, buffer_rows=args.buffer_rows, rank=rank, world=world)
+    results = train_saes(saes, batches, cfg, out_dir=args.out, resume=args.resume, progress=True, per_sae=per_sae)
+    for name, res in zip(names, results if rank == 0 else []):
         m = res.metrics
         print(f"{name:<28} -> {res.path}  L0 {m.get('l0', float('nan')):.1f}  FVU {m.get('fvu', float('nan')):.4f}")
     return 0
@@ -201,17 +234,6 @@ def _build(cfg):
     from alignlab.sae import build_sae
 
     return build_sae(cfg)
-
-
-def _shared_overrides(all_overrides: list[dict]) -> dict:
-    """TrainConfig fields every requested preset agrees on (one optimiser config per activation stream)."""
-    shared = dict(all_overrides[0])
-    for o in all_overrides[1:]:
-        for key in list(shared):
-            if o.get(key) != shared[key]:
-                print(f"alignlab: note: presets disagree on {key}; using the TrainConfig default", file=sys.stderr)
-                shared.pop(key)
-    return {k: v for k, v in shared.items() if v is not None}
 
 
 def _load_saes(paths: list[str]):
@@ -240,6 +262,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from alignlab.sae.activations import hook_of_sae
     from alignlab.sae.evaluate import SPEC_MIN_TOKENS, EvalConfig, evaluate_saes, format_table, json_ready
 
+    _check_text_args(args)
+    if args.out:
+        _check_out_file(args.out)
     saes = _load_saes(args.checkpoints)
     lm = _load_lm(_model_for(args, saes[0].cfg), args)
     from alignlab.models.anatomy import map_model
@@ -269,8 +294,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from alignlab.io import ensure_dir
     from alignlab.sae.inspect import InspectConfig, run_inspect
 
+    _check_text_args(args)
+    _check_out_file(args.out)
+    if args.bundle:
+        ensure_dir(args.bundle, "--bundle")
     sae = _load_saes([args.checkpoint])[0]
     lm = _load_lm(_model_for(args, sae.cfg), args)
     cfg = InspectConfig(tokens=args.tokens, batch_contexts=args.batch_contexts, context_size=args.context_size,

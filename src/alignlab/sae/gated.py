@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from alignlab.errors import AlignlabError
+from alignlab.sae.arch_table import register
 from alignlab.sae.base import SAE, LossOutput, SAEConfig, TrainState, recon_error
 from alignlab.sae.lp import lp_penalty, validate_lp
-from alignlab.sae.registry import register
 
 AUX_MODES = ("frozen", "unfrozen_aux", "frozen_penalty_norm")
 _PAPER = {

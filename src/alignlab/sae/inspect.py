@@ -1,7 +1,9 @@
 """Feature inspection (spec §7): top-activating contexts, histograms, logit effects, direction similarity.
 
 ``scan_latents`` streams a corpus through the model (stopping at the hook) and the SAE, keeping a per-latent
-top-K of (activation, token row), firing counts, a log10 histogram of each latent's nonzero activations and,
+top-K of (activation, token row), a uniform sample of each latent's activating tokens (a reservoir: the rows
+with the largest i.i.d. uniform keys among the active ones), from which the dashboard draws its
+quantile-stratified examples, firing counts, a log10 histogram of each latent's nonzero activations and,
 when a direction r is given, the sums needed for corr(f_i, x·r̂). ``run_inspect`` adds logit effects and
 direction statistics and renders the self-contained HTML dashboard (``alignlab.sae.dashboard``).
 """
@@ -58,10 +60,16 @@ class InspectConfig:
     """Position index into a [n_pos, n_layers, d] direction."""
     force: bool = False
     """Accept a direction recorded at a different hook or layer."""
+    samples: int = 32
+    """Activating tokens sampled uniformly per latent; the dashboard shows them stratified by quantile."""
+    bands: int = 4
+    """Quantile bands the sampled activating contexts are grouped into (4: quartiles)."""
+    seed: int = 0
+    """Seed of the per-latent sampling."""
 
     def __post_init__(self) -> None:
-        if min(self.tokens, self.batch_contexts, self.latents, self.top_k) < 1 or self.window < 0:
-            raise AlignlabError("tokens, batch_contexts, latents and top_k must be >= 1 and window >= 0")
+        if min(self.tokens, self.batch_contexts, self.latents, self.top_k, self.samples, self.bands) < 1 or self.window < 0:
+            raise AlignlabError("tokens, batch_contexts, latents, top_k, samples and bands must be >= 1 and window >= 0")
 
 
 @dataclass
@@ -82,6 +90,10 @@ class Scan:
     """[d_sae] maximum activation."""
     hist: Tensor
     """[d_sae, HIST_BINS] counts of log10(nonzero activation) in [HIST_LO, HIST_HI]."""
+    sample_vals: Tensor
+    """[samples, d_sae] activations of a uniform sample of each latent's activating rows (0 when unfilled)."""
+    sample_rows: Tensor
+    """[samples, d_sae] token rows of those samples (-1 when unfilled)."""
     corr: Tensor | None
     """[d_sae] Pearson correlation of each latent's activation with x·r̂ (None without a direction)."""
     n_tokens: int
@@ -111,6 +123,10 @@ def load_direction(path: str | Path, d: int, hook: Hook, key: str | None = None,
         raise DataError(f"{p}: direction files must be .safetensors or .npy (no pickles)")
     t = t.float()
     recorded = meta.get("hook") or meta.get("hook_name")
+    if recorded:  # either spelling: resid_post.15 or blocks.15.hook_resid_post
+        from alignlab.sae.saelens_format import hook_address
+
+        recorded = hook_address(recorded)[0]
     if recorded and recorded != hook.address and not force:
         raise AlignlabError(f"{p} was recorded at {recorded}, the SAE reads {hook.address}; pass --force to compare anyway")
     if layer is not None and layer != hook.layer and not force:
@@ -129,6 +145,61 @@ def load_direction(path: str | Path, d: int, hook: Hook, key: str | None = None,
     return t
 
 
+class _Stats:
+    """Streaming per-latent statistics over [m, d_sae] code batches (one ``update`` per LM batch)."""
+
+    def __init__(self, n: int, cfg: InspectConfig, device: torch.device, r_hat: Tensor | None) -> None:
+        k, r = cfg.top_k, cfg.samples
+        self.top_vals = torch.full((k, n), -float("inf"), device=device)
+        self.top_rows = torch.full((k, n), -1, dtype=torch.long, device=device)
+        self.keys = torch.full((r, n), -1.0, device=device)  # reservoir: uniform keys, -1 = empty
+        self.s_vals = torch.zeros(r, n, device=device)
+        self.s_rows = torch.full((r, n), -1, dtype=torch.long, device=device)
+        self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.fires = torch.zeros(n, dtype=torch.long, device=device)
+        self.max_act = torch.zeros(n, device=device)
+        self.hist = torch.zeros(n * HIST_BINS, dtype=torch.long, device=device)
+        self.r_hat = r_hat
+        self.mom = {key: torch.zeros(n, dtype=torch.float64, device=device) for key in ("f", "f2", "fp")}
+        self.p_sum = self.p2_sum = 0.0
+        self.rows = 0
+
+    def update(self, f: Tensor, x: Tensor) -> None:
+        m, n = f.shape
+        rows = torch.arange(self.rows, self.rows + m, device=f.device).unsqueeze(1).expand(m, n)
+        vals, order = torch.cat([self.top_vals, f]).topk(self.top_vals.shape[0], dim=0)
+        self.top_rows, self.top_vals = torch.cat([self.top_rows, rows]).gather(0, order), vals
+        active = f > 0
+        keys = torch.rand(m, n, generator=self.gen, device=f.device).masked_fill_(~active, -2.0)  # inactive: never
+        self.keys, order = torch.cat([self.keys, keys]).topk(self.keys.shape[0], dim=0)
+        self.s_vals = torch.cat([self.s_vals, f]).gather(0, order)
+        self.s_rows = torch.cat([self.s_rows, rows]).gather(0, order)
+        self.fires += active.sum(0)
+        self.max_act = torch.maximum(self.max_act, f.max(0).values)
+        v = f[active]
+        b = ((v.log10() - HIST_LO) / (HIST_HI - HIST_LO) * HIST_BINS).long().clamp(0, HIST_BINS - 1)
+        self.hist.scatter_add_(0, active.nonzero()[:, 1] * HIST_BINS + b, torch.ones_like(b))
+        if self.r_hat is not None:
+            proj = (x @ self.r_hat).double()  # [m]
+            fd = f.double()
+            self.mom["f"] += fd.sum(0)
+            self.mom["f2"] += fd.pow(2).sum(0)
+            self.mom["fp"] += (fd * proj.unsqueeze(1)).sum(0)
+            self.p_sum += float(proj.sum())
+            self.p2_sum += float(proj.pow(2).sum())
+        self.rows += m
+
+    def corr(self) -> Tensor | None:
+        if self.r_hat is None:
+            return None
+        N = self.rows
+        cov = self.mom["fp"] / N - (self.mom["f"] / N) * (self.p_sum / N)
+        var_f = (self.mom["f2"] / N - (self.mom["f"] / N).pow(2)).clamp_min(0)
+        var_p = max(self.p2_sum / N - (self.p_sum / N) ** 2, 0.0)
+        corr = cov / (var_f.sqrt() * var_p**0.5).clamp_min(1e-30)
+        return corr.masked_fill(var_f <= 0, float("nan")).float().cpu()  # undefined for a constant latent
+
+
 @torch.no_grad()
 def scan_latents(model: torch.nn.Module, tokenizer: Any, sae: Any, hook: Hook, texts: Iterable[str],
                  cfg: InspectConfig, direction: Tensor | None = None, progress: bool = True) -> Scan:
@@ -137,17 +208,9 @@ def scan_latents(model: torch.nn.Module, tokenizer: Any, sae: Any, hook: Hook, t
     ctx = ContextConfig(cfg.context_size, cfg.prepend_bos, True)
     src = ActivationSource(model, tokenizer, hook, (), ctx)
     sae = sae.to(device=device, dtype=torch.float32).eval()
-    n, k = sae.cfg.d_sae, cfg.top_k
-    top_vals = torch.full((k, n), -float("inf"), device=device)
-    top_rows = torch.full((k, n), -1, dtype=torch.long, device=device)
-    fires = torch.zeros(n, dtype=torch.long, device=device)
-    max_act = torch.zeros(n, device=device)
-    hist = torch.zeros(n * HIST_BINS, dtype=torch.long, device=device)
     r_hat = direction.to(device) / direction.norm() if direction is not None else None
-    mom = {k2: torch.zeros(n, dtype=torch.float64, device=device) for k2 in ("f", "f2", "fp")}
-    p_sum = p2_sum = 0.0
-    ids_all, rctx, rpos = [], [], []
-    rows_done, n_ctx = 0, 0
+    stats = _Stats(sae.cfg.d_sae, cfg, device, r_hat)
+    ids_all, rctx, rpos, n_ctx = [], [], [], 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -157,60 +220,35 @@ def scan_latents(model: torch.nn.Module, tokenizer: Any, sae: Any, hook: Hook, t
         keep = src.keep_mask(ids)
         x = run_to_hook(model, ids.to(device), hook, anatomy=src.anatomy)[keep.to(device)].float()  # [m, d]
         f = sae.encode(x)  # [m, d_sae]
-        m = f.shape[0]
         where = keep.nonzero()
         rctx.append(where[:, 0] + n_ctx)
         rpos.append(where[:, 1])
         ids_all.append(ids)
         n_ctx += ids.shape[0]
-        rows = torch.arange(rows_done, rows_done + m, device=device).unsqueeze(1).expand(m, n)
-        vals, order = torch.cat([top_vals, f]).topk(k, dim=0)
-        top_rows = torch.cat([top_rows, rows]).gather(0, order)
-        top_vals = vals
-        active = f > 0
-        fires += active.sum(0)
-        max_act = torch.maximum(max_act, f.max(0).values)
-        lat = active.nonzero()[:, 1]
-        v = f[active]
-        b = ((v.log10() - HIST_LO) / (HIST_HI - HIST_LO) * HIST_BINS).long().clamp(0, HIST_BINS - 1)
-        hist.scatter_add_(0, lat * HIST_BINS + b, torch.ones_like(b))
-        if r_hat is not None:
-            proj = (x @ r_hat).double()  # [m]
-            fd = f.double()
-            mom["f"] += fd.sum(0)
-            mom["f2"] += fd.pow(2).sum(0)
-            mom["fp"] += (fd * proj.unsqueeze(1)).sum(0)
-            p_sum += float(proj.sum())
-            p2_sum += float(proj.pow(2).sum())
-        rows_done += m
+        stats.update(f, x)
         if bar is not None:
-            bar.update(m)
-        if rows_done >= cfg.tokens:
+            bar.update(f.shape[0])
+        if stats.rows >= cfg.tokens:
             break
     if bar is not None:
         bar.close()
-    if rows_done == 0:
+    if stats.rows == 0:
         raise AlignlabError("the text produced no complete context to scan; pass more text or a smaller --context-size")
-    corr = None
-    if r_hat is not None:
-        N = rows_done
-        cov = mom["fp"] / N - (mom["f"] / N) * (p_sum / N)
-        var_f = (mom["f2"] / N - (mom["f"] / N).pow(2)).clamp_min(0)
-        var_p = max(p2_sum / N - (p_sum / N) ** 2, 0.0)
-        corr = (cov / (var_f.sqrt() * var_p**0.5).clamp_min(1e-30)).float().cpu()
-    return Scan(torch.cat(ids_all), torch.cat(rctx), torch.cat(rpos), top_vals.cpu(), top_rows.cpu(), fires.cpu(),
-                max_act.cpu(), hist.view(n, HIST_BINS).cpu(), corr, rows_done)
+    return Scan(torch.cat(ids_all), torch.cat(rctx), torch.cat(rpos), stats.top_vals.cpu(), stats.top_rows.cpu(),
+                stats.fires.cpu(), stats.max_act.cpu(), stats.hist.view(-1, HIST_BINS).cpu(), stats.s_vals.cpu(),
+                stats.s_rows.cpu(), stats.corr(), stats.rows)
 
 
 @torch.no_grad()
 def context_acts(model: torch.nn.Module, sae: Any, hook: Hook, scan: Scan, shown: list[int],
                  batch_contexts: int = 16) -> dict[int, Tensor]:
-    """Per-token activations ``[seq, len(shown)]`` of the shown latents in every context of their top-K lists."""
+    """Per-token activations ``[seq, len(shown)]`` of the shown latents in every context of their top-K lists
+    and samples."""
     if not shown:
         return {}
     from alignlab.models.anatomy import map_model
 
-    rows = scan.top_rows[:, shown].flatten()
+    rows = torch.cat([scan.top_rows[:, shown].flatten(), scan.sample_rows[:, shown].flatten()])
     ctxs = sorted(set(scan.row_ctx[rows[rows >= 0]].tolist()))
     device, anat = model_device(model), map_model(model)
     sel = torch.tensor(shown, device=device)

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from alignlab.errors import AlignlabError
+from alignlab.sae.arch_table import register
 from alignlab.sae.base import SAEConfig, TrainState
-from alignlab.sae.registry import register
 from alignlab.sae.standard import StandardSAE
 
 PENALTIES = ("lp", "lp_norm")
@@ -99,8 +99,11 @@ def validate_lp(cfg: SAEConfig) -> None:
         raise AlignlabError(f"p and p_end must be in (0, 1], got p={cfg.p}, p_end={cfg.p_end}")
     if cfg.lp_eps < 0:
         raise AlignlabError(f"lp_eps must be >= 0, got {cfg.lp_eps}")
-    if cfg.p_anneal and cfg.n_sparsity_updates < 1:
-        raise AlignlabError("n_sparsity_updates must be >= 1 when p-annealing is on")
+    if cfg.p_anneal and (cfg.n_sparsity_updates < 1 or cfg.anneal_q < 1):
+        raise AlignlabError("n_sparsity_updates and anneal_q must be >= 1 when p-annealing is on")
+    if not 0.0 <= cfg.anneal_start_frac <= 1.0 or (cfg.anneal_start is not None and cfg.anneal_start < 0):
+        raise AlignlabError(f"anneal_start_frac must be in [0, 1] and anneal_start >= 0 "
+                            f"(got {cfg.anneal_start_frac}, {cfg.anneal_start})")
     if cfg.p < 1.0 and not cfg.p_anneal:
         if not cfg.allow_fixed_p:
             raise AlignlabError(

@@ -13,9 +13,15 @@ from __future__ import annotations
 from torch import Tensor
 
 from alignlab.errors import AlignlabError
+from alignlab.sae.arch_table import register
 from alignlab.sae.base import LossOutput, SAEConfig, TrainState, recon_error
 from alignlab.sae.batchtopk import BatchTopKSAE
-from alignlab.sae.registry import register
+
+
+def default_widths(d_sae: int) -> tuple[int, ...]:
+    """d_sae/16, /8, /4, /2 and d_sae (duplicates and zeros dropped for tiny widths): five nested levels, so the
+    preset trains a Matryoshka SAE and not a plain BatchTopK one."""
+    return tuple(sorted({max(1, d_sae // 2**j) for j in (4, 3, 2, 1, 0)}))
 
 
 @register("matryoshka")
@@ -23,7 +29,7 @@ class MatryoshkaSAE(BatchTopKSAE):
     @classmethod
     def validate(cls, cfg: SAEConfig) -> None:
         super().validate(cfg)
-        widths = tuple(cfg.matryoshka_widths) or (cfg.d_sae,)
+        widths = tuple(cfg.matryoshka_widths) or default_widths(cfg.d_sae)
         if list(widths) != sorted(set(widths)) or widths[0] < 1 or widths[-1] != cfg.d_sae:
             raise AlignlabError(
                 f"matryoshka_widths must be strictly increasing and end at d_sae={cfg.d_sae}, got {widths}"

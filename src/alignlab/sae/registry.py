@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from alignlab.errors import AlignlabError
+from alignlab.sae.arch_table import REGISTRY, register  # noqa: F401 - register re-exported for plug-ins
 
 if TYPE_CHECKING:
     from alignlab.sae.base import SAE, SAEConfig
-
-REGISTRY: dict[str, type[SAE]] = {}
 
 # Fallbacks for fields a recipe leaves open (applied after the architecture's own ``resolve``).
 _FALLBACKS: dict[str, Any] = {
@@ -28,17 +27,6 @@ _FALLBACKS: dict[str, Any] = {
     "bandwidth": 0.001,
     "threshold_init": 0.001,
 }
-
-
-def register(name: str):
-    """Class decorator: ``@register("gated") class GatedSAE(SAE)``."""
-
-    def deco(cls: type[SAE]) -> type[SAE]:
-        REGISTRY[name] = cls
-        cls.architecture_name = name  # type: ignore[attr-defined]
-        return cls
-
-    return deco
 
 
 def get_class(name: str) -> type[SAE]:
@@ -67,9 +55,19 @@ def build_sae(cfg: SAEConfig) -> SAE:
 
 
 # name -> {"sae": SAEConfig fields, "train": TrainConfig fields}. Sources in spec §2 / §4.
+#
+# Scale convention of the L1-family and JumpReLU presets (issue 14): inputs are normalised to unit mean squared
+# norm (``unit_mean_sq``, dictionary_learning / Gemma Scope; the scale is folded into the saved weights), with
+# recon_reduction "sum" and no recon_normalizer. At raw residual-stream scale (mean norm 179 at layer 15 of
+# SmolLM2-135M) a lambda of 1e-3 left these SAEs dense (L0 ~620 of 1152) and JumpReLU's eps = theta0 = 0.001
+# never saw a pre-activation near its threshold. The lambdas below were tuned under this convention on
+# SmolLM2-135M layer-15 activations, width 1152, 200 steps of 512 tokens (held-out L0 / FVU): gated 0.1 ->
+# 128 / 0.051, 0.3 -> 20 / 0.098; standard_bricken 0.1 -> 56 / 0.083; lp 0.1 -> 16 / 0.098. Because the input
+# scale is fixed, the same lambda means the same thing for other models and widths (spec §2.0).
+_UNIT = {"normalize_activations": "unit_mean_sq"}
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "standard_bricken": {  # Bricken et al. 2023; Gated paper App. D baseline
-        "sae": {"architecture": "standard", "recipe": "bricken"},
+        "sae": {"architecture": "standard", "recipe": "bricken", **_UNIT, "l1_coefficient": 0.1},
         "train": {"adam_betas": (0.0, 0.999), "lr": 3e-4, "resample": True},
     },
     "standard_april": {  # Anthropic April 2024 update
@@ -78,11 +76,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "lr_decay_frac": 0.2},
     },
     "gated": {  # arXiv 2404.16014 + the two documented deviations (lambda warm-up, tied init)
-        "sae": {"architecture": "gated", "recipe": "paper"},
+        "sae": {"architecture": "gated", "recipe": "paper", **_UNIT, "l1_coefficient": 0.2},
         "train": {"adam_betas": (0.0, 0.999), "lr": 3e-4, "l1_warmup_steps": 2000, "resample": True},
     },
     "gated_paper_exact": {
-        "sae": {"architecture": "gated", "recipe": "paper_exact", "tie_init": False},
+        "sae": {"architecture": "gated", "recipe": "paper_exact", "tie_init": False, **_UNIT, "l1_coefficient": 0.2},
         "train": {"adam_betas": (0.0, 0.999), "lr": 3e-4, "l1_warmup_steps": 0, "resample": True},
     },
     "gated_april": {  # what SAELens 6.x ships (SAELens #539/#544)
@@ -91,15 +89,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "lr_decay_frac": 0.2},
     },
     "gated_anneal": {
-        "sae": {"architecture": "gated", "recipe": "anneal"},
+        "sae": {"architecture": "gated", "recipe": "anneal", **_UNIT, "l1_coefficient": 0.2},
         "train": {"adam_betas": (0.0, 0.999), "lr": 3e-4, "resample": True},
     },
-    "lp": {"sae": {"architecture": "lp", "recipe": "anneal"}, "train": {"adam_betas": (0.0, 0.999)}},
+    "lp": {"sae": {"architecture": "lp", "recipe": "anneal", **_UNIT, "l1_coefficient": 0.1},
+           "train": {"adam_betas": (0.0, 0.999)}},
     "topk": {"sae": {"architecture": "topk", "k": 32}, "train": {"adam_eps": 6.25e-10, "lr": None}},
     "batchtopk": {"sae": {"architecture": "batchtopk", "k": 32}, "train": {"adam_eps": 6.25e-10, "lr": None}},
     "matryoshka": {"sae": {"architecture": "matryoshka", "k": 32}, "train": {"adam_eps": 6.25e-10, "lr": None}},
-    "jumprelu": {"sae": {"architecture": "jumprelu", "recipe": "paper"}, "train": {}},
-    "jumprelu_saelens": {"sae": {"architecture": "jumprelu", "recipe": "saelens"}, "train": {}},
+    # JumpReLU: eps = theta0 = 0.001 are values for normalised inputs (arXiv 2407.14435 App. I; Gemma Scope
+    # normalises to unit mean squared norm). Adam moves log theta by at most ~lr per step, so thresholds need
+    # thousands of steps at lr 3e-4 to reach the scale of the pre-activations (~0.04 here).
+    "jumprelu": {"sae": {"architecture": "jumprelu", "recipe": "paper", **_UNIT}, "train": {}},
+    "jumprelu_saelens": {"sae": {"architecture": "jumprelu", "recipe": "saelens", **_UNIT}, "train": {}},
     "jumprelu_tanh": {"sae": {"architecture": "jumprelu", "recipe": "tanh"}, "train": {"l1_warmup_frac": 1.0}},
 }
 
@@ -124,5 +126,5 @@ def preset_train_overrides(name: str) -> dict[str, Any]:
     return dict(PRESETS[name]["train"])
 
 
-# Import the architectures so that they register themselves (after REGISTRY exists).
+# Import the architectures so that they register themselves in arch_table.REGISTRY.
 from alignlab.sae import batchtopk, gated, jumprelu, lp, matryoshka, standard, topk  # noqa: E402,F401

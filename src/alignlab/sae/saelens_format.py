@@ -7,6 +7,12 @@ b_dec / s), so a saved SAE always consumes raw activations. alignlab's own confi
 BatchTopK scalar theta) are also written to ``alignlab_state.safetensors`` so that an alignlab round trip is
 bit-exact. Readers tolerate unknown keys and map flat pre-6.0 configs (``hook_point``,
 ``activation_fn_str``, ``hook_layer``).
+
+``hook_name`` is written as the TransformerLens name SAELens users expect (``blocks.15.hook_resid_post``);
+readers accept it and alignlab's own §3.1 address (``resid_post.15``). SAELens TopK files saved with
+``rescale_acts_by_decoder_norm=true`` (the SAELens training default) are folded on load: W_enc and b_enc are
+multiplied by ||d_i|| and W_dec divided by it, which is SAELens's own ``fold_W_dec_norm`` and leaves the
+forward function unchanged (the saved rows already have unit norm, so the factors are 1 up to rounding).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,9 @@ SPARSITY_FILE = "sparsity.safetensors"
 STATE_FILE = "alignlab_state.safetensors"
 SAELENS_VERSION_WRITTEN = "6.18.0"  # the format snapshot of spec §8
 SAELENS_TO_ALIGNLAB = {"standard": "standard", "gated": "gated", "jumprelu": "jumprelu", "topk": "topk"}
+# alignlab §3.1 site -> TransformerLens hook suffix (blocks.{layer}.hook_{site}); the same names both ways.
+TL_SITES = ("resid_post", "resid_pre", "attn_out", "mlp_out")
+_TL_NAME = re.compile(r"^blocks\.(\d+)\.hook_(" + "|".join(TL_SITES) + r")$")
 EXPECTED_TENSORS = {
     "standard": {"W_enc", "b_enc", "W_dec", "b_dec"},
     "topk": {"W_enc", "b_enc", "W_dec", "b_dec"},
@@ -51,6 +61,27 @@ def fold_input_scale(sae: SAE) -> SAE:
     return out
 
 
+def transformer_lens_name(cfg: SAEConfig) -> str | None:
+    """``blocks.{layer}.hook_{site}`` for the config's hook, or None when the hook has no TL name or layer."""
+    from alignlab.sae.activations import POINT_TO_SITE
+
+    point, _, tail = (cfg.hook_point or "").partition(".")
+    site = POINT_TO_SITE.get(point, point)
+    layer = int(tail) if tail.isdigit() else cfg.hook_layer
+    if site not in TL_SITES or layer is None or layer < 0:
+        return None
+    return f"blocks.{layer}.hook_{site}"
+
+
+def hook_address(hook_name: str) -> tuple[str, int | None]:
+    """(alignlab address, layer) for a TransformerLens name or an alignlab address; other names pass through."""
+    m = _TL_NAME.match(hook_name)
+    if m:
+        return f"{m.group(2)}.{m.group(1)}", int(m.group(1))
+    site, _, tail = hook_name.partition(".")
+    return hook_name, int(tail) if site in TL_SITES and tail.isdigit() else None
+
+
 def saelens_cfg(sae: SAE) -> dict[str, Any]:
     """The cfg.json dict SAELens 6.x reads (architecture-specific fields at top level)."""
     cfg = sae.cfg
@@ -68,7 +99,7 @@ def saelens_cfg(sae: SAE) -> dict[str, Any]:
             "sae_lens_version": SAELENS_VERSION_WRITTEN,
             "sae_lens_training_version": SAELENS_VERSION_WRITTEN,
             "model_name": cfg.model or None,
-            "hook_name": cfg.hook_point,
+            "hook_name": transformer_lens_name(cfg) or cfg.hook_point,
             "hook_layer": cfg.hook_layer,
             "hook_head_index": None,
             "context_size": cfg.context_size,
@@ -78,7 +109,8 @@ def saelens_cfg(sae: SAE) -> dict[str, Any]:
             "model_from_pretrained_kwargs": {},
             "exclude_special_tokens": True,
             "neuronpedia_id": None,
-            "alignlab": {"config": alignlab_cfg, "architecture": cfg.architecture, "format_version": 1},
+            "alignlab": {"config": alignlab_cfg, "architecture": cfg.architecture, "format_version": 1,
+                         "hook": cfg.hook_point},
         },
     }
     out.update(sae.saelens_cfg_extra())
@@ -160,8 +192,11 @@ def _config_from_raw(raw: dict[str, Any], where: Path) -> SAEConfig:
             f"{where}: normalize_activations={raw['normalize_activations']!r} is not folded into the weights; "
             "fold it in SAELens (fold_activation_norm_scaling_factor) and save again"
         )
-    if raw.get("rescale_acts_by_decoder_norm"):
-        raise AlignlabError(f"{where}: rescale_acts_by_decoder_norm=true; call fold_W_dec_norm() in SAELens first")
+    if raw.get("rescale_acts_by_decoder_norm") and arch != "topk":
+        raise AlignlabError(f"{where}: rescale_acts_by_decoder_norm=true on a {arch} SAE is not a SAELens 6 layout")
+    hook, layer = hook_address(str(meta.get("hook_name") or "block_out"))
+    if meta.get("hook_layer") is not None:
+        layer = int(meta["hook_layer"])
     try:
         return SAEConfig(
             architecture=SAELENS_TO_ALIGNLAB[arch],
@@ -171,8 +206,8 @@ def _config_from_raw(raw: dict[str, Any], where: Path) -> SAEConfig:
             apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
             unit_norm_decoder=False,  # a foreign decoder's norms are whatever they are; keep them
             model=str(meta.get("model_name") or ""),
-            hook_point=str(meta.get("hook_name") or "block_out"),
-            hook_layer=int(meta.get("hook_layer", -1) if meta.get("hook_layer") is not None else -1),
+            hook_point=hook,
+            hook_layer=-1 if layer is None else layer,
             context_size=int(meta.get("context_size") or 128),
         )
     except KeyError as e:
@@ -206,8 +241,28 @@ def load_sae(directory: str | os.PathLike[str], *, expect: SAEConfig | None = No
         state = {k: v.to(own[k].dtype) for k, v in state.items() if k in own}
         sae.load_state_dict(state, strict=True)
     else:
-        sae.load_saelens_tensors({k: v.float() for k, v in tensors.items()})
+        sae.load_saelens_tensors(foreign_tensors(tensors, raw))
     return sae.eval()
+
+
+@torch.no_grad()
+def foreign_tensors(tensors: dict[str, Tensor], raw: dict[str, Any]) -> dict[str, Tensor]:
+    """fp32 tensors of a SAELens file in the form alignlab's forward reproduces exactly.
+
+    - TopK with ``rescale_acts_by_decoder_norm``: SAELens computes TopK(pre * ||d_i||) and decodes
+      (f / ||d_i||) @ W_dec; folding ||d_i|| into W_enc, b_enc and out of W_dec gives the same function
+      (a zero row keeps a zero pre-activation, as SAELens's pre * 0 does).
+    - JumpReLU: SAELens computes ReLU(z) * H(z - theta), which equals alignlab's z * H(z - max(theta, 0)).
+    """
+    out = {k: v.float() for k, v in tensors.items()}
+    if raw.get("architecture") == "topk" and raw.get("rescale_acts_by_decoder_norm"):
+        norms = out["W_dec"].double().norm(dim=1)  # [d_sae]
+        out["W_enc"] = (out["W_enc"].double() * norms).float()
+        out["b_enc"] = (out["b_enc"].double() * norms).float()
+        out["W_dec"] = (out["W_dec"].double() / torch.where(norms > 0, norms, 1.0)[:, None]).float()
+    if "threshold" in out:
+        out["threshold"] = out["threshold"].clamp_min(0.0)
+    return out
 
 
 def check_expected(cfg: SAEConfig, expect: SAEConfig, where: Path) -> None:

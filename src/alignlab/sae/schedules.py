@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -98,13 +99,19 @@ class PAnnealer:
             self.history.clear()
 
     @torch.no_grad()
-    def record(self, step: int, acts: Tensor) -> None:
-        """Remember sum_i f_i^p at the current and the next p for this batch ([B, d_sae], f >= 0)."""
+    def record(self, step: int, acts: Tensor, reduce: Callable[[Tensor], Tensor] | None = None) -> None:
+        """Remember sum_i f_i^p at the current and the next p for this batch ([B, d_sae], f >= 0).
+
+        ``reduce`` sums the pair over DDP ranks, so every rank rescales lambda by the global-batch ratio.
+        """
         upcoming = [s for s in self.update_steps() if s > step]
         if not upcoming or upcoming[0] - step > self.q:
             return  # only the last q batches before an update enter the rescale
         p_now, p_nxt = self.p_at(step), self.p_next(step)
-        self.history.append((float(_sum_pow(acts, p_now)), float(_sum_pow(acts, p_nxt))))
+        sums = torch.stack([_sum_pow(acts, p_now), _sum_pow(acts, p_nxt)])
+        if reduce is not None:
+            sums = reduce(sums)
+        self.history.append((float(sums[0]), float(sums[1])))
 
     def state_dict(self) -> dict:
         return {"lam": self.lam, "history": [list(h) for h in self.history]}

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from alignlab.sae.base import SAE, LossOutput, TrainState
+from alignlab.sae.distributed import all_gather_rows, all_reduce_sum
 from alignlab.sae.finite import FiniteGuard
 from alignlab.sae.optim import default_topk_lr, make_adam, project_decoder_grads_, resample_dead_
 from alignlab.sae.schedules import PAnnealer, l1_factor, lr_factor, resample_lr_factor
@@ -47,7 +48,8 @@ class Slot:
         self.annealer = None
         if sae.cfg.p_anneal:
             c = sae.cfg
-            self.annealer = PAnnealer(c.p, c.p_end, c.anneal_start, cfg.total_steps, c.n_sparsity_updates, c.anneal_q, c.l1_coefficient)
+            start = c.anneal_start if c.anneal_start is not None else int(round(c.anneal_start_frac * cfg.total_steps))
+            self.annealer = PAnnealer(c.p, c.p_end, start, cfg.total_steps, c.n_sparsity_updates, c.anneal_q, c.l1_coefficient)
         if device.type == "cuda" and sae.cfg.architecture == "gated":
             from alignlab.sae.gated import compile_gated_kernels, reset_gated_kernels
 
@@ -66,6 +68,8 @@ class Slot:
             ids = [device.index] if device.type == "cuda" and device.index is not None else None
             self.module = DistributedDataParallel(_LossModule(self.sae), device_ids=ids, broadcast_buffers=False)
             self.world = dist.get_world_size()
+            if hasattr(self.sae, "global_selection"):  # BatchTopK family: select over the global batch
+                self.sae.global_selection = self.world > 1
 
     def step(self, x: Tensor, step: int, want_log: bool) -> dict[str, Any] | None:
         cfg, sae = self.cfg_train, self.sae
@@ -81,7 +85,8 @@ class Slot:
             lr *= resample_lr_factor(step, self.resample_steps, cfg.resample_ramp)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        state = TrainState(step=step, l1_coefficient=lam, p=p, dead_mask=self.since_fired >= cfg.dead_window)
+        state = TrainState(step=step, l1_coefficient=lam, p=p, dead_mask=self.since_fired >= cfg.dead_window,
+                           total_steps=cfg.total_steps)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
             out = self.module(x, state) if self.module is not None else sae.loss(x, state)
         self.guard.check(torch.isfinite(out.total.detach()), step)  # no GPU sync (finite.py)
@@ -96,7 +101,7 @@ class Slot:
         self._track(out.feats.detach(), x.shape[0])
         if self.annealer is not None:
             acts = out.penalty_acts if out.penalty_acts is not None else out.feats
-            self.annealer.record(step, acts)
+            self.annealer.record(step, acts, all_reduce_sum if self.world > 1 else None)
         if not want_log:
             return None
         return self._record(out, x, step + 1, lr, lam, p)
@@ -132,6 +137,7 @@ class Slot:
     @torch.no_grad()
     def _resample(self, x: Tensor) -> None:
         dead = ~self.fired_since_resample
+        x = all_gather_rows(x)  # under DDP: draw from the global batch, as one process would
         x_hat = self.sae(x)
         n = resample_dead_(self.sae, self.opt, dead, x, x_hat, self.gen)
         if self.world > 1:

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from alignlab.errors import AlignlabError
+from alignlab.sae.arch_table import register
 from alignlab.sae.base import SAE, LossOutput, SAEConfig, TrainState, centered_linear, recon_error
-from alignlab.sae.registry import register
 
 STANDARD_RECIPES = {
     "bricken": {

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from alignlab.errors import AlignlabError
+from alignlab.sae.arch_table import register
 from alignlab.sae.base import SAE, LossOutput, SAEConfig, TrainState, centered_linear, recon_error
-from alignlab.sae.registry import register
 
 _TOPK = {
     "weight_by_decoder_norm": False,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from alignlab.errors import AlignlabError
 from alignlab.sae.schedules import LR_SCHEDULES
@@ -90,3 +92,21 @@ class TrainConfig:
 
 
 TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")
+
+
+STREAM_FIELDS = ("total_steps", "batch_size", "device", "log_every", "checkpoint_every", "keep_checkpoints",
+                 "norm_estimate_batches", "autocast_bf16", "compile_kernels")
+"""TrainConfig fields of the shared activation stream; every other field may differ per SAE."""
+
+
+def slot_config(cfg: TrainConfig, overrides: dict[str, Any] | None) -> TrainConfig:
+    """``cfg`` with one SAE's own optimiser and schedule fields (validated; stream fields may not differ)."""
+    if not overrides:
+        return cfg
+    shared = sorted(k for k in overrides if k in STREAM_FIELDS and overrides[k] != getattr(cfg, k))
+    if shared:
+        raise AlignlabError(f"{', '.join(shared)} belong to the shared activation stream and cannot differ per SAE")
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise AlignlabError(f"unknown TrainConfig fields {unknown}")
+    return dataclasses.replace(cfg, **overrides)

@@ -30,10 +30,11 @@ from alignlab.sae.checkpoint import (
     truncate_log,
     write_training_checkpoint,
 )
+from alignlab.sae.distributed import all_gather_rows, all_reduce_sum, check_replicas_equal, dist_info
 from alignlab.sae.finite import FiniteGuard
 from alignlab.sae.saelens_format import fold_input_scale, save_sae
 from alignlab.sae.slot import Slot
-from alignlab.sae.train_config import TrainConfig
+from alignlab.sae.train_config import TrainConfig, slot_config
 
 
 @dataclass
@@ -59,11 +60,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _dist() -> tuple[bool, int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return True, dist.get_rank(), dist.get_world_size()
-    return False, 0, 1
+    return dist_info()
 
 
 BAD_BATCH = "batch at step {step} contains NaN/inf activations; check the activation source"
@@ -93,6 +90,9 @@ def _estimate_scales(it: Iterator[Tensor], slots: list[Slot], cfg: TrainConfig) 
         used += 1
         norms = x.norm(dim=1)
         n, norm_sum, sq_sum = n + x.shape[0], norm_sum + float(norms.sum()), sq_sum + float(norms.pow(2).sum())
+    # under DDP: the statistics of the global batches, identical on every rank (issue 14 item 1)
+    total = all_reduce_sum(torch.tensor([n, norm_sum, sq_sum], dtype=torch.float64))
+    n, norm_sum, sq_sum = int(total[0]), float(total[1]), float(total[2])
     if n == 0:
         raise AlignlabError("no activation batches to estimate the input scale from; the source is empty")
     for s in slots:
@@ -106,7 +106,12 @@ def _estimate_scales(it: Iterator[Tensor], slots: list[Slot], cfg: TrainConfig) 
 
 @torch.no_grad()
 def _init_b_dec(slots: list[Slot], x: Tensor) -> None:
-    """b_dec from the first batch (mean or geometric median), only for SAEs whose b_dec is still all zeros."""
+    """b_dec from the first batch (mean or geometric median), only for SAEs whose b_dec is still all zeros.
+
+    Under DDP the ranks' slices are gathered first, so every rank sets the b_dec of the global batch.
+    """
+    if any(s.sae.cfg.b_dec_init in ("mean", "geometric_median") for s in slots):
+        x = all_gather_rows(x)
     for s in slots:
         mode = s.sae.cfg.b_dec_init
         if bool(s.sae.b_dec.any()):
@@ -138,12 +143,15 @@ def train_saes(
     resume: bool = False,
     progress: bool = True,
     on_log: Callable[[dict], None] | None = None,
+    per_sae: list[dict[str, Any]] | None = None,
 ) -> list[TrainResult]:
     """Train ``saes`` (in place) on one stream of [batch_size, d_in] fp32 batches; see the module docstring.
 
     With ``out_dir``: JSONL log at out_dir/train_log.jsonl, checkpoints under out_dir/checkpoints, and each
     final SAE in SAELens format at out_dir/sae_<i>. ``resume=True`` continues from the latest checkpoint,
     skipping the batches already consumed (``batches.skip(n)`` when the source offers it).
+    ``per_sae[i]`` overrides TrainConfig fields of SAE i's own optimiser and schedules (its preset's lr, Adam
+    betas/eps, warm-ups, decay, resampling), so several presets trained from one stream each keep their recipe.
     """
     if not saes:
         raise AlignlabError("train_saes needs at least one SAE")
@@ -153,7 +161,8 @@ def train_saes(
     device = resolve_device(cfg.device)
     distributed, rank, world = _dist()
     out = Path(out_dir) if out_dir is not None else None
-    slots = [Slot(i, s, cfg, device, distributed) for i, s in enumerate(saes)]
+    slots = [Slot(i, s, slot_config(cfg, per_sae[i] if per_sae else None), device, distributed)
+             for i, s in enumerate(saes)]
     it = iter(batches)
     step, consumed = 0, 0
     ckpt = latest_checkpoint(out) if (resume and out is not None) else None
@@ -219,6 +228,7 @@ def _raise_pending(guards: list[FiniteGuard]) -> None:
 def _finish(slots, out, step, cfg, world, last, log_path, rank) -> list[TrainResult]:
     results = []
     for s in slots:
+        check_replicas_equal(s.sae, f"SAE {s.index}")
         folded = fold_input_scale(s.sae).eval()
         path = None
         if out is not None and rank == 0:
