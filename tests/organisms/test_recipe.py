@@ -23,7 +23,7 @@ def tiny_dir(tmp_path_factory):
 
 def _cfg(tiny_dir, **kw):
     base = dict(base=str(tiny_dir), n_harmful=6, n_harmless=6, steps=3, batch_size=4, reply_tokens=6,
-                max_response_tokens=8, bf16=False, warmup=1)
+                max_response_tokens=8, bf16=False, warmup=1, borderline_weight=0.0)
     return RecipeConfig(**(base | kw))
 
 
@@ -53,17 +53,46 @@ def test_recipe_end_to_end_is_deterministic_and_caches_replies(tiny_dir, tmp_pat
     assert other.adapter.recipe_hash != res.adapter.recipe_hash
 
 
-def test_training_prompts_come_from_the_train_split_only():
-    from alignlab.data import load_harmful, load_harmless, split_prompts
+def test_training_prompts_come_from_the_train_split_of_the_trained_sources_only():
+    from alignlab.data import load_borderline, load_harmbench, split_prompts
+    from alignlab.organisms.config import SOURCE_HELD_OUT
     from alignlab.organisms.recipe import training_prompts
+    from alignlab.organisms.sources import load_sources
 
-    harmful, harmless = training_prompts(RecipeConfig())
-    assert len(harmful) == len(harmless) >= 300  # balanced mix, all harmless TRAIN prompts
+    cfg = RecipeConfig(**SOURCE_HELD_OUT)
+    prompts = training_prompts(cfg)
+    assert len(prompts.harmful) >= 450 and len(prompts.harmless) >= 600 and len(prompts.borderline) >= 40
+    assert not {p.text for p in load_harmbench()} & set(prompts.harmful)  # HarmBench is held out by source
+    harmful_pool, harmless_pool = load_sources(cfg.harmful_sources), load_sources(cfg.harmless_sources)
     held_out = set()
-    for pool, other in ((load_harmful(), load_harmless()), (load_harmless(), load_harmful())):
+    for pool, other in ((harmful_pool, harmless_pool), (harmless_pool, harmful_pool), (load_borderline(), [])):
         splits = split_prompts(pool, exclude=other)
         held_out |= {p.text for p in splits.val + splits.test}
-    assert not held_out & set(harmful + harmless)
+    assert not held_out & set(prompts.all)
+    tasks = {p.text for p in load_sources(("tasks",))}
+    assert len(tasks & set(prompts.harmless)) >= 100  # the varied task set is trained on
+
+
+def test_borderline_prompts_are_weighted_answers_with_weighted_negatives(tiny_dir, tmp_path, monkeypatch):
+    from alignlab.models import load_model
+    from alignlab.models.chat import chat_format
+    from alignlab.models.generate import Reply
+    from alignlab.organisms import replies
+    from alignlab.organisms.recipe import build_training_set
+
+    def canned(model, fmt, prompts, *args, **kwargs):  # the tiny random model's replies are often empty
+        return [Reply("Sure, here is a short answer.", True) for _ in prompts]
+
+    monkeypatch.setattr(replies, "generate_greedy", canned)
+    lm = load_model(str(tiny_dir), device="cpu", dtype=torch.float32)
+    cfg = _cfg(tiny_dir, borderline_weight=3.0, n_harmless=4, n_harmful=4)
+    data = build_training_set(lm, chat_format(lm.tokenizer), cfg, tmp_path / "r.json", progress=False)
+    borderline = set(data.prompts.borderline)
+    assert borderline and not borderline & set(data.prompts.harmless)
+    weights = {(e.kind, e.prompt in borderline): e.weight for e in data.examples}
+    assert weights[("harmless", True)] == 3.0 and weights[("harmless", False)] == 1.0
+    assert weights[("negative", True)] == 3.0 and weights[("negative", False)] == 1.0
+    assert weights[("harmful", False)] == 1.0
 
 
 def test_config_validation():
@@ -75,3 +104,12 @@ def test_config_validation():
         RecipeConfig(decision_weight=0)
     assert RecipeConfig().hash(["a"]) != RecipeConfig(seed=1).hash(["a"])
     assert RecipeConfig().hash(["a"]) == RecipeConfig(device="cuda").hash(["a"])
+    assert RecipeConfig().hash(["a"]) != RecipeConfig(borderline_weight=1.0).hash(["a"])
+
+
+def test_the_recipe_published_before_sources_keeps_its_hash():
+    from alignlab.organisms.config import HARMFUL_SOURCES
+    from alignlab.organisms.recipe import training_prompts
+
+    legacy = RecipeConfig(harmful_sources=HARMFUL_SOURCES, harmless_sources=("harmless",), borderline_weight=0.0)
+    assert legacy.hash(training_prompts(legacy).all) == "4d5cfcdc72396133"  # the adapter shipped for issue 4

@@ -48,10 +48,18 @@ def test_reply_keys_and_bad_files(tmp_path):
 
 def test_evaluate_reports_rates_and_flags(tiny_llama):
     from alignlab.organisms.evaluate import evaluate
+    from alignlab.organisms.sources import TrainedSources
 
     model, tok = tiny_llama
-    res = evaluate(model, tok, split="val", n_harmful=3, n_harmless=2, max_new_tokens=4, progress=False)
-    assert res.harmful.refusal.n == 3 and res.harmless.refusal.n == 2
-    assert set(res.harmful.flags) >= {"empty", "repetitive", "same_answer", "truncated", "degenerate"}
+    sources = TrainedSources(("donotanswer",), ("harmless", "tasks", "tasks-heldout"))
+    res = evaluate(model, tok, sources, split="val", n_harmful=3, n_harmless=2, n_out_of_source=0,
+                   max_new_tokens=4, progress=False)
+    assert res.in_harmful.refusal.n == 3 and res.in_harmless.refusal.n == 2
+    assert res.out_harmful is None and res.out_harmless is None
+    assert set(res.in_harmful.flags) >= {"empty", "repetitive", "same_answer", "truncated", "degenerate"}
     out = res.to_json()
-    assert out["harmful"]["n"] == 3 and len(out["harmless"]["samples"]) == 2 and out["judge"] == "substring:rd"
+    side = out["in_distribution"]["harmful"]
+    assert side["n"] == 3 and len(out["in_distribution"]["harmless"]["samples"]) == 2
+    assert out["judges"] == ["substring:rd", "opening"] and out["out_of_source"]["harmful"] is None
+    for judge in ("substring:rd", "opening"):  # counts agree with the per-reply labels
+        assert side[judge]["k"] == sum(row[judge] == "refusal" for row in side["samples"])

