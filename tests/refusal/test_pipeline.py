@@ -29,6 +29,12 @@ def test_report_has_required_keys(run_dir):
     for cond in ("base", "ablated", "edited", "added"):
         for split in ("harmful", "harmless"):
             assert 0.0 <= report["refusal_rate"][cond][split] <= 1.0
+    opening = report["refusal_rate_opening_judge"]  # the second judge, recomputed here from the samples
+    from alignlab.refusal.judge import OpeningJudge
+
+    samples = json.loads((run_dir / "evaluation.json").read_text())["samples"]["base/harmful"]
+    labels = [v.label for v in OpeningJudge().judge([x["prompt"] for x in samples], [x["response"] for x in samples])]
+    assert opening["base"]["harmful"]["k"] == labels.count("refusal") and opening["base"]["harmful"]["n"] == 3
     for stage in ("data", "tokens", "extract", "select", "edit", "evaluate", "export"):
         assert report["timings_s"][stage] >= 0
     assert report["edit_max_abs_logit_diff"] < 1e-4  # llama is an exact family

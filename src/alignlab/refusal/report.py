@@ -111,6 +111,7 @@ def build_report(state: Any, chosen: Any, evaluation: dict[str, Any], export: di
                       if k in state.results["select"]},
         **search_summary(state.results.get("search") if chosen.method == "search" else None),
         "refusal_rate": evaluation["refusal_rate"],
+        "refusal_rate_opening_judge": evaluation.get("opening_judge", {}),
         "rates": evaluation["summary"],
         "kl_harmless": evaluation["kl_harmless"],
         "ce_harmless": evaluation["ce_harmless"],

@@ -78,9 +78,24 @@ def stage_evaluate(state: RunState, sets: PromptSets, chosen: Intervention, edit
            "refusal_rate": {g.condition: {} for g in gens}, "seconds": round(time.perf_counter() - start, 3)}
     for g in gens:
         obj["refusal_rate"][g.condition][g.split] = g.rate.rate
+    obj["opening_judge"] = _opening_rates(gens)
     state.run.save_json("evaluation.json", key, obj)
     state.timings["evaluate"] = obj["seconds"]
     return obj
+
+
+def _opening_rates(gens: list[Generated]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The second judge (reads the reply's opening; late refusals after an acceptance counted apart)."""
+    from alignlab.refusal.judge import OpeningJudge
+    from alignlab.refusal.stats import wilson
+
+    judge, out = OpeningJudge(), {}
+    for g in gens:
+        labels = [v.label for v in judge.judge([p.text for p in g.prompts], g.responses)]
+        k, late, n = labels.count("refusal"), labels.count("late_refusal"), len(labels)
+        out.setdefault(g.condition, {})[g.split] = {"rate": k / n if n else float("nan"), "k": k, "n": n,
+                                                    "wilson95": wilson(k, n), "late_refusals": late}
+    return out
 
 
 def stage_export(state: RunState, edited: torch.nn.Module, chosen: Intervention) -> dict:
