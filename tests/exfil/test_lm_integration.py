@@ -18,13 +18,15 @@ def test_default_lm_round_trip_in_fresh_process(tmp_path):
     from alignlab.exfil.coder import compress
     from alignlab.exfil.lm import load_reference_lm
 
-    model = load_reference_lm("smollm2-135m-instruct", wctx=32)  # small window: exercises the restart
+    model = load_reference_lm("smollm2-135m-instruct", wctx=32)  # small window: exercises the sliding cache
     samples = {
         "md": (ROOT / "README.md").read_bytes()[:150],
         "py": (ROOT / "src" / "alignlab" / "exfil" / "arith.py").read_bytes()[:120],
     }
+    streams = {"md": 1, "py": 2}  # two lockstep streams: one batched forward serves both
     for name, data in samples.items():
-        comp = compress(data, model)
+        comp = compress(data, model, streams=streams[name])
+        assert comp.stats.streams == streams[name]
         assert not comp.stats.byte_mode and comp.stats.n_tokens > 25
         assert comp.stats.payload_bits <= comp.stats.ideal_bits + 2
         assert comp.stats.payload_bytes < len(data) / 2
@@ -43,3 +45,18 @@ def test_default_lm_round_trip_in_fresh_process(tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == "ok"
     for name, data in samples.items():
         assert (tmp_path / f"{name}.out").read_bytes() == data
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_readme_round_trips_exactly():
+    """Issue 22: the project README round-trips exactly with the default settings (opt-in: `-m slow`; minutes on a
+    CPU). Its speed is measured by bench/exfil_coder.py, not asserted here."""
+    from alignlab.exfil.coder import compress, decompress
+    from alignlab.exfil.lm import load_reference_lm
+
+    model = load_reference_lm()
+    data = (ROOT / "README.md").read_bytes()
+    comp = compress(data, model)
+    assert decompress(comp.blob, model) == data
+    assert not comp.stats.byte_mode and comp.stats.payload_bits <= comp.stats.ideal_bits + 2

@@ -104,3 +104,21 @@ def test_search_resumes_and_equals_uninterrupted(searched, tiny_dir, tmp_path, m
     assert resumed == [t[1:] for t in _trials(searched)]
     assert main([*args[:-1], "8"]) == 0  # more trials later: continues the stored study
     assert len(_trials(out)) == 8 and [t[1:] for t in _trials(out)][:6] == resumed
+
+
+def test_search_seed_skips_candidates_that_wreck_the_model():
+    from alignlab.refusal.config import SelectConfig
+    from alignlab.refusal.search_stage import search_seed
+
+    def cand(pos, layer, bypass, induce, kl):
+        return {"position": pos, "layer": layer, "bypass": bypass, "induce": induce, "kl": kl, "stage": "full"}
+
+    wreck = cand(-6, 23, -11.9, -5.2, 12.4)
+    finalists = [wreck, cand(-1, 20, -1.24, 1.55, 0.43), cand(-1, 21, -7.9, 1.2, 3.4)]
+    selection = {"chosen": None, "best_bypass": wreck, "finalists": finalists}
+    seed = search_seed(selection, SelectConfig())
+    assert (seed.position, seed.layer) == (-1, 20)
+    only_bad = {"chosen": None, "best_bypass": wreck, "finalists": [wreck, cand(-1, 21, -7.9, 1.2, 3.4)]}
+    assert search_seed(only_bad, SelectConfig()).layer == 21  # lowest KL when none is sane
+    rd = cand(-2, 7, -1.0, 1.0, 0.05)
+    assert search_seed({"chosen": rd, "best_bypass": rd}, SelectConfig()).layer == 7

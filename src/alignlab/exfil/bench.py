@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from alignlab.errors import DataError
-from alignlab.exfil.coder import compress, decompress
-from alignlab.exfil.probmodels import ProbabilityModel
+from alignlab.exfil.coder import AnyModel, compress, decompress
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,10 @@ class BenchReport:
     encode_s: float
     decode_s: float | None
     verified: bool
+    streams: int = 1
+    threads: int = 0
+    encode_tokens_per_s: float = 0.0
+    decode_tokens_per_s: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,15 +60,47 @@ def zstd_size(data: bytes, level: int = 19) -> int | None:
     return len(zstandard.ZstdCompressor(level=level).compress(data))
 
 
-def run_bench(data: bytes, model: ProbabilityModel, verify: bool = True) -> BenchReport:
+@contextmanager
+def progress_bar(total: int, desc: str, enabled: bool = True, every_s: float = 10.0) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on a terminal; otherwise one line on stderr every ``every_s`` seconds (logs stay readable)."""
+    if not enabled or total <= 0:
+        yield lambda n: None
+        return
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=desc, unit="tok", file=sys.stderr) as bar:
+            yield bar.update
+        return
+    t0 = last = time.perf_counter()
+    done = 0
+
+    def update(n: int) -> None:
+        nonlocal done, last
+        done += n
+        now = time.perf_counter()
+        if now - last >= every_s or done >= total:
+            last = now
+            print(f"{desc}: {done}/{total} tokens ({100 * done / total:.0f} %), {done / (now - t0):.1f} tok/s",
+                  file=sys.stderr, flush=True)
+
+    yield update
+
+
+def run_bench(data: bytes, model: AnyModel, verify: bool = True, streams: int | None = None,
+              progress: bool = False) -> BenchReport:
     if not data:
         raise DataError("bench: the input file is empty; give a text file with some prose")
+    n_est = len(model.tokenize(data) or data) if progress else 0
     t0 = time.perf_counter()
-    comp = compress(data, model)
+    with progress_bar(n_est, "encode", progress) as bar:
+        comp = compress(data, model, streams=streams, progress=bar)
     t1 = time.perf_counter()
     dec_s = None
     if verify:
-        if decompress(comp.blob, model) != data:  # decompress raises on CRC failure; this is belt and braces
+        with progress_bar(comp.stats.n_tokens, "decode", progress) as bar:
+            back = decompress(comp.blob, model, progress=bar)
+        if back != data:  # decompress raises on CRC failure; this is belt and braces
             raise DataError("bench: round trip failed")
         dec_s = time.perf_counter() - t1
     s = comp.stats
@@ -79,7 +117,9 @@ def run_bench(data: bytes, model: ProbabilityModel, verify: bool = True) -> Benc
         lm_vs_zstd=None if zs is None else zs / s.container_bytes,
         raw_bits_per_token=8 * s.raw_bytes / n, gzip_bits_per_token=8 * gz / n,
         zstd_bits_per_token=None if zs is None else 8 * zs / n,
-        encode_s=t1 - t0, decode_s=dec_s, verified=verify,
+        encode_s=t1 - t0, decode_s=dec_s, verified=verify, streams=s.streams,
+        threads=model.fingerprint.threads, encode_tokens_per_s=s.n_tokens / max(t1 - t0, 1e-9),
+        decode_tokens_per_s=None if dec_s is None else s.n_tokens / max(dec_s, 1e-9),
     )
 
 
@@ -101,7 +141,8 @@ def render_bench(r: BenchReport) -> str:
         f"ideal Σ−log2 q_t = {r.ideal_bits:.1f} bits; overhead {r.overhead_bits:+.2f} bits "
         f"({'within' if r.within_bound else 'OUTSIDE'} the +2 bound)",
         f"zstd -19 bytes / LM container bytes = {na(r.lm_vs_zstd, '{:.2f}')} (> 1: the LM code is smaller); "
-        f"encode {r.encode_s:.1f} s"
-        + (f", decode {r.decode_s:.1f} s (verified)" if r.decode_s is not None else ""),
+        f"encode {r.encode_s:.1f} s ({r.encode_tokens_per_s:.1f} tok/s)"
+        + (f", decode {r.decode_s:.1f} s ({r.decode_tokens_per_s:.1f} tok/s, verified)" if r.decode_s is not None
+           else "") + f"; {r.streams} stream(s)" + (f", {r.threads} thread(s)" if r.threads else ""),
     ]
     return "\n".join(lines) + "\n"

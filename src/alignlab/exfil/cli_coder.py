@@ -26,8 +26,11 @@ class CoderConfig:
     threads: int | None = None
     """Torch intra-op threads for the LM (part of the fingerprint: decode with the count the file was coded
     with; default 1; decompress defaults to the container's)."""
+    dtype: str | None = None
+    """LM compute dtype: int4 (default: int4 group-32 linear weights, int8 head, bfloat16 activations; fastest),
+    bfloat16, float32 or float16 (part of the fingerprint; decompress defaults to the container's)."""
     streams: int = 0
-    """Lockstep streams the token sequence is cut into (LM only; 0: one per 1536 tokens, at most 8). More
+    """Lockstep streams the token sequence is cut into (LM only; 0: one per 2048 tokens, at most 8). More
     streams are faster and cost bits (each restarts without context)."""
 
     def __post_init__(self) -> None:
@@ -39,15 +42,15 @@ class CoderConfig:
             raise AlignlabError(f"streams: must be >= 0 (0 = automatic), got {self.streams}")
 
 
-def make_model(spec: str, wctx: int | None = None, threads: int | None = None):
+def make_model(spec: str, wctx: int | None = None, threads: int | None = None, dtype: str | None = None):
     """'ngram' -> the built-in n-gram; anything else -> an LM through alignlab.models.load_model."""
     if spec == "ngram2" or spec == "ngram":
         from alignlab.exfil.probmodels import NGramModel
 
         return NGramModel()
-    from alignlab.exfil.lm import DEFAULT_WCTX, load_reference_lm
+    from alignlab.exfil.lm import DEFAULT_DTYPE, DEFAULT_WCTX, load_reference_lm
 
-    return load_reference_lm(spec, wctx or DEFAULT_WCTX, threads or 1)
+    return load_reference_lm(spec, wctx or DEFAULT_WCTX, threads or 1, dtype or DEFAULT_DTYPE)
 
 
 def register_coder(cmds: argparse._SubParsersAction) -> None:
@@ -105,7 +108,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
     _check_output(args.output, "--output")
     cfg = from_args(CoderConfig, args)
-    model = make_model(cfg.model or DEFAULT_MODEL, cfg.wctx, cfg.threads)
+    model = make_model(cfg.model or DEFAULT_MODEL, cfg.wctx, cfg.threads, cfg.dtype)
     comp = compress(_read(args.input), model, streams=cfg.streams or None)
     write_bytes_atomic(args.output, comp.blob)
     record = {"input": str(args.input), "model": model.fingerprint.describe(), **dataclasses.asdict(comp.stats)}
@@ -132,7 +135,8 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     if cfg.threads is not None and fp.threads and cfg.threads != fp.threads:
         raise AlignlabError(f"threads: the file was coded with {fp.threads} torch thread(s), not {cfg.threads}; "
                             f"decode with --threads {fp.threads} (the count can change the logits' rounding)")
-    model = make_model(cfg.model or fp.name, cfg.wctx or fp.wctx, cfg.threads or fp.threads or None)
+    model = make_model(cfg.model or fp.name, cfg.wctx or fp.wctx, cfg.threads or fp.threads or None,
+                       cfg.dtype or (fp.dtype if fp.threads else None))
     data = decompress(blob, model)
     write_bytes_atomic(args.output, data)
     print(f"{len(blob)} B -> {len(data)} B (CRC32 ok)", file=sys.stderr)
@@ -148,7 +152,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.out:
         _check_output(args.out, "--out")
     cfg = from_args(CoderConfig, args)
-    model = make_model(cfg.model or DEFAULT_MODEL, cfg.wctx, cfg.threads)
+    model = make_model(cfg.model or DEFAULT_MODEL, cfg.wctx, cfg.threads, cfg.dtype)
     report = run_bench(_read(args.input), model, verify=not args.no_verify, streams=cfg.streams or None,
                        progress=True)
     if args.out:

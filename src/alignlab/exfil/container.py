@@ -3,9 +3,12 @@
 Layout (integers are unsigned LEB128 varints unless noted)::
 
     b"ALC1" | version u8 | flags u8 | len+name | fingerprint sha256 (32 B) | len+dtype | W_ctx | T
-    | n_tokens | n_bytes | crc32(original) u32 BE | payload_bits | payload | crc32(all before) u32 BE
+    | threads | n_tokens | n_bytes | streams | crc32(original) u32 BE | payload_bits | payload
+    | crc32(all before) u32 BE
 
-flags bit 0 = byte mode. The trailing CRC makes any flipped bit or truncation a specific error
+flags bit 0 = byte mode. Version 2 added ``threads`` (torch intra-op threads of the logits, part of the
+model fingerprint) and ``streams`` (the token sequence is cut into that many contiguous streams, coded
+in lockstep; 1 for byte mode and integer models). The trailing CRC makes any flipped bit or truncation a specific error
 before decoding starts; the CRC of the original bytes then checks the decoded output.
 """
 
@@ -18,7 +21,7 @@ from alignlab.errors import DataError
 from alignlab.exfil.probmodels import Fingerprint
 
 MAGIC = b"ALC1"
-VERSION = 1
+VERSION = 2
 FLAG_BYTE_MODE = 1
 
 
@@ -34,6 +37,7 @@ class Header:
     n_bytes: int
     crc: int
     payload_bits: int
+    streams: int = 1
 
     @property
     def byte_mode(self) -> bool:
@@ -78,8 +82,8 @@ def pack(header: Header, payload: bytes) -> bytes:
     name, dtype = fp.name.encode(), fp.dtype.encode()
     body = b"".join([
         MAGIC, bytes([VERSION, header.flags]), _varint(len(name)), name, fp.digest, _varint(len(dtype)), dtype,
-        _varint(fp.wctx), _varint(fp.total), _varint(header.n_tokens), _varint(header.n_bytes),
-        header.crc.to_bytes(4, "big"), _varint(header.payload_bits), payload,
+        _varint(fp.wctx), _varint(fp.total), _varint(fp.threads), _varint(header.n_tokens),
+        _varint(header.n_bytes), _varint(header.streams), header.crc.to_bytes(4, "big"), _varint(header.payload_bits), payload,
     ])
     return body + zlib.crc32(body).to_bytes(4, "big")
 
@@ -96,8 +100,8 @@ def unpack(blob: bytes) -> tuple[Header, bytes]:
     name = r.take(r.varint("model name"), "model name").decode("utf-8", "replace")
     digest = r.take(32, "fingerprint")
     dtype = r.take(r.varint("dtype"), "dtype").decode("ascii", "replace")
-    wctx, total = r.varint("W_ctx"), r.varint("T")
-    n_tokens, n_bytes = r.varint("token count"), r.varint("byte length")
+    wctx, total, threads = r.varint("W_ctx"), r.varint("T"), r.varint("threads")
+    n_tokens, n_bytes, streams = r.varint("token count"), r.varint("byte length"), r.varint("streams")
     crc = int.from_bytes(r.take(4, "CRC32"), "big")
     bits = r.varint("payload length")
     need = (bits + 7) // 8
@@ -111,5 +115,7 @@ def unpack(blob: bytes) -> tuple[Header, bytes]:
         raise ContainerError(f"container has {len(blob) - end - 4} unexpected trailing bytes; re-copy the file")
     if zlib.crc32(blob[:end]) != int.from_bytes(blob[end:end + 4], "big"):
         raise ContainerError("container checksum mismatch: the file is corrupted (flipped bits?); re-copy it")
-    fp = Fingerprint(name, digest, dtype, wctx, total)
-    return Header(flags, fp, n_tokens, n_bytes, crc, bits), payload
+    if not 1 <= streams <= max(n_tokens, 1):
+        raise ContainerError(f"container header is inconsistent ({streams} streams for {n_tokens} tokens)")
+    fp = Fingerprint(name, digest, dtype, wctx, total, threads)
+    return Header(flags, fp, n_tokens, n_bytes, crc, bits, streams), payload

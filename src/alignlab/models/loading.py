@@ -18,8 +18,18 @@ from typing import Any
 import torch
 
 from alignlab.errors import AlignlabError
-from alignlab.models.embedded import EMBEDDED, adapter_dir, embedded_file
+from alignlab.io import write_json_atomic
+from alignlab.models.embedded import (
+    EMBEDDED,
+    EmbeddedModel,
+    adapter_dir,
+    chat_template_file,
+    embedded_file,
+    stop_tokens_of,
+    terms_of,
+)
 
+PROVENANCE_FILE = "alignlab_provenance.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16, "float64": torch.float64}
@@ -91,6 +101,9 @@ def load_model(
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     source, info = resolve_source(spec, allow_pickle=allow_pickle)
+    if chat_template is None:
+        shipped = chat_template_file(spec)
+        chat_template = str(shipped) if shipped is not None else None
     device_map = device_map or auto_device_map(source, dev)
     model, tokenizer = _from_pretrained(source, torch_dtype, dev, allow_pickle, trust_remote_code, device_map)
     if chat_template is not None:
@@ -101,8 +114,22 @@ def load_model(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # no new embeddings (spec §2.2)
     tokenizer.padding_side = "left"
+    _add_stop_tokens(model, tokenizer, stop_tokens_of(spec))
     model.eval()
     return LoadedModel(model, tokenizer, spec, str(source), dev, torch_dtype, info)
+
+
+def _add_stop_tokens(model: Any, tokenizer: Any, tokens: tuple[str, ...]) -> None:
+    """Make generation also stop at ``tokens`` (e.g. Gemma's end of turn), keeping the configured EOS ids."""
+    config = getattr(model, "generation_config", None)
+    if not tokens or config is None:
+        return
+    ids = config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    for token_id in tokenizer.convert_tokens_to_ids(list(tokens)):
+        if token_id is not None and token_id != tokenizer.unk_token_id and token_id not in ids:
+            ids.append(token_id)
+    config.eos_token_id = ids
 
 
 def auto_device_map(source: Path | str, device: torch.device) -> str | None:
@@ -118,7 +145,8 @@ def auto_device_map(source: Path | str, device: torch.device) -> str | None:
 def resolve_source(spec: str, *, allow_pickle: bool = False) -> tuple[Path | str, dict[str, Any]]:
     """Turn a spec into something ``from_pretrained`` reads: a cached directory, a local dir or an HF id."""
     if spec in EMBEDDED:
-        return _embedded_source(spec), {"embedded": spec}
+        terms = terms_of(spec)
+        return _embedded_source(spec), {"embedded": spec, **({"terms": terms} if terms else {})}
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -156,15 +184,29 @@ def _check_local_dir(path: Path, allow_pickle: bool) -> None:
 
 def _embedded_source(name: str) -> Path:
     entry = EMBEDDED[name]
+    provenance = {k: v for k, v in {"model": name, "upstream": entry.upstream, "terms": entry.terms}.items() if v}
+    if entry.parts:
+        return gguf_to_cache(_reassembled_gguf(entry), name=name, provenance=provenance)
     if entry.base is None:
-        return gguf_to_cache(embedded_file(entry), name=name)
+        return gguf_to_cache(embedded_file(entry), name=name, provenance=provenance)
     from alignlab.organisms.lora import merged_cache_dir
 
     return merged_cache_dir(name, entry.base, adapter_dir(entry))
 
 
+def _reassembled_gguf(entry: EmbeddedModel) -> Path:
+    """The chunked GGUF of ``entry``, concatenated once into ``cache_root()/gguf`` and checked (SHA-256)."""
+    from alignlab.models.chunked import assemble, part_paths, pip_fix
+
+    assert entry.filename is not None and entry.sha256 is not None
+    provenance = {"model": entry.name, "upstream": entry.upstream, "terms": entry.terms,
+                  "packages": [p.pip_name for p in entry.parts]}
+    return assemble(part_paths(entry.parts), cache_root() / "gguf" / entry.filename, entry.sha256,
+                    fix=pip_fix(entry.parts, force=True), provenance=provenance)
+
+
 def _file_key(path: Path) -> str:
-    """Cheap content key: size plus SHA-256 of the first and last MiB (the file is ~100 MB)."""
+    """Cheap content key: size plus SHA-256 of the first and last MiB (the files are 100-250 MB)."""
     size = path.stat().st_size
     h = hashlib.sha256(str(size).encode())
     with path.open("rb") as f:
@@ -174,8 +216,11 @@ def _file_key(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def gguf_to_cache(path: Path, *, name: str) -> Path:
-    """Dequantise a GGUF file once into ``cache_root()/models/<name>-<key>`` (safetensors); return the dir."""
+def gguf_to_cache(path: Path, *, name: str, provenance: dict[str, Any] | None = None) -> Path:
+    """Dequantise a GGUF file once into ``cache_root()/models/<name>-<key>`` (safetensors); return the dir.
+
+    The directory gets ``alignlab_provenance.json``: the GGUF it came from plus ``provenance`` (upstream, terms).
+    """
     target = cache_root() / "models" / f"{name}-{_file_key(path)}"
     if (target / "config.json").is_file():
         return target
@@ -193,7 +238,8 @@ def gguf_to_cache(path: Path, *, name: str) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    save_pretrained_atomic(model, tokenizer, target)
+    record = {"gguf": str(path), "gguf_key": _file_key(path), **(provenance or {})}
+    save_pretrained_atomic(model, tokenizer, target, provenance=record)
     return target
 
 
@@ -218,14 +264,17 @@ def _check_gguf_header(path: Path) -> None:
                             "again")
 
 
-def save_pretrained_atomic(model: Any, tokenizer: Any, target: Path) -> None:
-    """``save_pretrained`` into a temporary sibling directory, then rename it into place."""
+def save_pretrained_atomic(model: Any, tokenizer: Any, target: Path, provenance: dict[str, Any] | None = None) -> None:
+    """``save_pretrained`` into a temporary sibling directory (with ``alignlab_provenance.json`` when
+    ``provenance`` is given), then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        if provenance is not None:
+            write_json_atomic(tmp / PROVENANCE_FILE, provenance)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -6,6 +6,7 @@ confirmations, chosen point) and ``direction.safetensors`` for the chosen direct
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -51,7 +52,21 @@ def choose_intervention(state: RunState, sets: PromptSets, r: torch.Tensor, sele
         print(f"select auto: no RD candidate passes --kl-max {state.cfg.select.kl_max} and --induce-min "
               f"{state.cfg.select.induce_min}; searching the refusal/KL trade-off instead", file=sys.stderr)
     state.results["selection_method"] = "search"
-    return stage_search(state, sets, r, Candidate(**selection["best_bypass"]))
+    return stage_search(state, sets, r, search_seed(selection, state.cfg.select))
+
+
+def search_seed(selection: dict[str, Any], cfg: Any) -> Candidate:
+    """The (position, layer) the search starts from: RD's pick when there is one; otherwise the lowest-bypass
+    candidate among those that still induce refusal and keep first-token KL within 10x the bound (a candidate
+    that bypasses by wrecking the model, KL 12, is no place to start), then the lowest KL."""
+    if selection.get("chosen") is not None:
+        return Candidate(**selection["chosen"])
+    pool = [Candidate(**c) for c in selection.get("finalists", [])] or [Candidate(**selection["best_bypass"])]
+    finite = [c for c in pool if all(math.isfinite(v) for v in (c.bypass, c.kl, c.induce))] or pool
+    sane = [c for c in finite if c.kl <= 10 * cfg.kl_max and c.induce > cfg.induce_min]
+    if sane:
+        return min(sane, key=Candidate.key)
+    return min(finite, key=lambda c: (c.kl, c.bypass, c.layer))
 
 
 def stage_search(state: RunState, sets: PromptSets, r: torch.Tensor, best: Candidate) -> Intervention:
