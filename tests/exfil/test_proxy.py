@@ -200,7 +200,9 @@ def test_compressed_enforcement(make_proxy):
         s = raw_request(q.port, "POST", "/v1/completions", {"prompt": "x", "max_tokens": 10, "stream": True})
         assert s.status == 200 and b"compressed reservation" in s.body
         (row,) = q.ledger(s.request_id)
-        assert row[7] == "reservation_overrun" and 0 < row[4] == row[5] <= row[2] == 128 + 30
+        # On a loaded machine the stub's first read can already hold more text than the reservation allows:
+        # then nothing is delivered and 0 is charged, which is the budget holding, not a failure.
+        assert row[7] == "reservation_overrun" and 0 <= row[4] == row[5] <= row[2] == 128 + 30
         assert row[3] == s.nbytes
 
 
