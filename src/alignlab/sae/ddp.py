@@ -62,4 +62,15 @@ def _shutdown() -> None:
     import torch.distributed as dist
 
     if dist.is_initialized():
+        # Meet the other ranks before tearing gloo down: a rank that destroys its group while a peer is still
+        # in its last collective can abort the peer ("terminate called without an active exception").
+        try:
+            from datetime import timedelta
+
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=60))
+            else:
+                dist.barrier()
+        except Exception:  # noqa: BLE001 - a peer already gone: nothing left to wait for
+            pass
         dist.destroy_process_group()
