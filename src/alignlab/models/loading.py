@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 import torch
 
 from alignlab.errors import AlignlabError
-from alignlab.io import write_json_atomic
+from alignlab.io import atomic_dir, write_json_atomic
 from alignlab.models.embedded import (
     EMBEDDED,
     EmbeddedModel,
@@ -267,20 +265,12 @@ def _check_gguf_header(path: Path) -> None:
 def save_pretrained_atomic(model: Any, tokenizer: Any, target: Path, provenance: dict[str, Any] | None = None) -> None:
     """``save_pretrained`` into a temporary sibling directory (with ``alignlab_provenance.json`` when
     ``provenance`` is given), then rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if provenance is not None:
             write_json_atomic(tmp / PROVENANCE_FILE, provenance)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _from_pretrained(

@@ -18,9 +18,7 @@ Whatever the case, the run reloads the adapter and fails if it does not reproduc
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ import torch
 from torch import nn
 
 from alignlab.errors import AlignlabError
-from alignlab.io import write_json_atomic
+from alignlab.io import atomic_dir, write_json_atomic
 from alignlab.models.anatomy import Anatomy, BlockMap, Writer, map_model
 
 PROVENANCE = "alignlab_provenance.json"
@@ -229,9 +227,7 @@ def save_lora(model: nn.Module, plan: LoraPlan, target: Path, provenance: dict[s
     from peft import get_peft_model
 
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         with _restored(model, plan.target_modules):
             with warnings.catch_warnings():  # PEFT warns about a tied embedding: leaving the head alone is the point
                 warnings.filterwarnings("ignore", message=".*tie_word_embeddings", category=UserWarning)
@@ -249,12 +245,6 @@ def save_lora(model: nn.Module, plan: LoraPlan, target: Path, provenance: dict[s
             "postnorm": plan.postnorm,
             "formula": "W <- W - w * u (v^T W), b <- b - w (v.b) u with u = v = r (behind a post-norm with gain g, "
                        "postnorm=approximate: u = r/g, v = g*r); embeddings E <- E - w * (E r) r^T"}})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -4,9 +4,7 @@ refusal rates with Wilson intervals, sample completions before and after."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 import platform
 from typing import Any
@@ -14,18 +12,10 @@ from typing import Any
 from alignlab import __version__
 from alignlab.io import write_json_atomic, write_text_atomic
 from alignlab.refusal.report_html import markdown_html
+from alignlab.refusal.report_search import png as _png
 from alignlab.refusal.report_search import search_images, search_summary, selected_line
 
 CONDITIONS = ("base", "ablated", "edited", "added")
-
-
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _heatmaps(selection: dict[str, Any]) -> str:

@@ -33,7 +33,8 @@ def selected_line(report: dict[str, Any]) -> str:
             f"induce {sel['induce']:.2f}, KL {sel['kl']:.3f}).")
 
 
-def _png(fig: Any) -> str:
+def png(fig: Any) -> str:
+    """A matplotlib figure as base64 PNG for an inline <img> (the figure is closed)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -68,7 +69,7 @@ def _pareto_plot(search: dict[str, Any]) -> str:
     ax.set_ylabel("refusal rate on harmful val")
     ax.set_ylim(-0.03, 1.03)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def _weights_plot(search: dict[str, Any], n_layers: int) -> str:
@@ -89,7 +90,7 @@ def _weights_plot(search: dict[str, Any], n_layers: int) -> str:
     ax.set_ylabel("ablation weight")
     ax.set_ylim(-0.03, 1.05)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def search_images(search: dict[str, Any], _selection: dict[str, Any]) -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ import torch
 from alignlab.errors import AlignlabError
 from alignlab.models.anatomy import Anatomy, map_model
 from alignlab.models.hooks import hook_context
+from alignlab.refusal.intervene import _OnDevice, project_out
 
 
 def project_out_mean(r: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -43,24 +44,16 @@ def ablate_affine(model: torch.nn.Module, direction: torch.Tensor, means: torch.
                             f"got {list(means.shape)}")
     r_hat = direction.double() / direction.double().norm().clamp_min(1e-8)
     offsets = (means.double() @ r_hat).tolist()  # μ_l·r̂ per layer
-    cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-
-    def r_like(x: torch.Tensor) -> torch.Tensor:
-        work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        if (x.device, work) not in cache:
-            cache[(x.device, work)] = r_hat.to(device=x.device, dtype=work)
-        return cache[(x.device, work)]
+    r_dev = _OnDevice(r_hat)
 
     def pin(x: torch.Tensor, layer: int) -> torch.Tensor:
-        r = r_like(x)
+        r = r_dev.like(x)
         xw = x.to(r.dtype)
         coef = xw @ r - offsets[layer]  # [...]
         return torch.addcmul(xw, coef.unsqueeze(-1), r, value=-1.0).to(x.dtype)
 
     def project(x: torch.Tensor, _layer: int) -> torch.Tensor:
-        r = r_like(x)
-        xw = x.to(r.dtype)
-        return torch.addcmul(xw, (xw @ r).unsqueeze(-1), r, value=-1.0).to(x.dtype)
+        return project_out(x, r_dev)
 
     hooks = [("block_in", layer, pin) for layer in range(anatomy.n_layers)]
     hooks += [(point, layer, project) for layer in range(anatomy.n_layers) for point in ("attn_out", "mlp_out")]

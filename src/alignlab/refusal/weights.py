@@ -102,16 +102,14 @@ def interpolate_direction(r: torch.Tensor, position: int, index: float) -> torch
 
 
 def _weighted_projection(r_hat: torch.Tensor, weight: float):
-    cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+    from alignlab.refusal.intervene import _OnDevice, _work_dtype
+
+    r_dev = _OnDevice(r_hat)
 
     def fn(x: torch.Tensor, _layer: int) -> torch.Tensor:
-        work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        key = (x.device, work)
-        if key not in cache:
-            cache[key] = r_hat.to(device=x.device, dtype=work)
-        r = cache[key]
-        coef = x.to(work) @ r  # [...]
-        return torch.addcmul(x.to(work), coef.unsqueeze(-1), r, value=-weight).to(x.dtype)
+        r = r_dev.like(x)
+        coef = x.to(_work_dtype(x)) @ r  # [...]
+        return torch.addcmul(x.to(r.dtype), coef.unsqueeze(-1), r, value=-weight).to(x.dtype)
 
     return fn
 
