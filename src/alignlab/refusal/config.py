@@ -116,10 +116,17 @@ class EvalConfig:
     """Coefficient c of activation addition (+c·r induces refusal on harmless, -c·r bypasses on harmful)."""
     ce: bool = True
     """Measure cross-entropy on the base model's own harmless completions."""
+    share_exact: bool = True
+    """When the weight edit is exact, reuse the ablated replies for the edited model after checking that
+    --share-check sampled prompts per split give identical replies (any difference: generate them all)."""
+    share_check: int = 16
+    """Prompts per test split the edited model generates to check it replies as the hooked model does."""
 
     def __post_init__(self) -> None:
         check_finite(self, "actadd_coeff")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise AlignlabError("--max-new-tokens and --batch-size must be >= 1")
+        if self.share_check < 1:
+            raise AlignlabError(f"--share-check must be >= 1 (got {self.share_check})")
         if self.max_new_tokens < 64 and not self.allow_short:
             raise AlignlabError("--max-new-tokens below 64 misses late disclaimers; pass --allow-short to accept")

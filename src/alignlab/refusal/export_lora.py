@@ -18,6 +18,7 @@ Whatever the case, the run reloads the adapter and fails if it does not reproduc
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import warnings
 from collections.abc import Iterator, Mapping
@@ -316,22 +317,57 @@ def check_run(model: nn.Module, edit_cfg: Any) -> None:
     check_lora_exportable(map_model(model), edit_cfg.norm_preserve, edit_cfg.postnorm)
 
 
-def export_run_adapter(state: Any, edited: nn.Module, chosen: Any, provenance: dict[str, Any],
-                       probe: Any) -> dict[str, Any]:
-    """The run's export stage for ``--export-lora``: RUN/adapter from the unedited model and ``chosen``
-    (an ``Intervention``), checked against the merged ``edited`` model on the ``probe`` prompts; an
-    adapter that does not reproduce the merged edit is deleted and the run fails, naming the gap."""
+@dataclass
+class PendingAdapter:
+    """RUN/adapter written from the unedited model, with the logits the merged edit is checked against."""
+
+    path: Path
+    probe: dict[str, torch.Tensor]
+    base: torch.Tensor
+    """Unedited model's logits on the probe's attended positions [tokens, vocab]."""
+    adapted: torch.Tensor
+    """Unedited model + adapter (PEFT-loaded) on the same positions."""
+    dtype: torch.dtype
+    seconds: float
+
+
+def prepare_run_adapter(state: Any, chosen: Any, provenance: dict[str, Any], probe: Any) -> PendingAdapter:
+    """First half of ``--export-lora``, on the unedited ``state.lm.model`` (the pipeline edits in place
+    afterwards): write RUN/adapter from ``chosen`` (an ``Intervention``) and record the logits of the
+    unedited model with and without the reloaded adapter."""
+    import time
+
     from alignlab.refusal.forward import position_ids
 
+    start = time.perf_counter()
     model = state.lm.model
     weights = writer_weights(map_model(model), chosen.weights)
     kw = {"input_ids": probe.input_ids, "attention_mask": probe.attention_mask,
           "position_ids": position_ids(probe.attention_mask)}
-    out = export_lora(model, chosen.direction.float(), state.run.file("adapter"), provenance, weights=weights,
-                      base_model=state.cfg.model, probe=kw, reference=edited, postnorm=state.cfg.edit.postnorm)
-    if not out.matches(next(model.parameters()).dtype):
+    path = state.run.file("adapter")
+    plan = lora_factors(model, chosen.direction.float(), weights, postnorm=state.cfg.edit.postnorm)
+    save_lora(model, plan, path, provenance, state.cfg.model)
+    mask = probe.attention_mask.bool()
+    with torch.no_grad():
+        base = model(**kw).logits.float()[mask]
+        with loaded_adapter(model, path) as adapted_model:
+            adapted = adapted_model(**kw).logits.float()[mask]
+    return PendingAdapter(path, kw, base, adapted, next(model.parameters()).dtype, time.perf_counter() - start)
+
+
+def finish_run_adapter(pending: PendingAdapter, edited: nn.Module, provenance: dict[str, Any]) -> dict[str, Any]:
+    """Second half: compare with the merged ``edited`` model; an adapter that does not reproduce it is deleted
+    and the run fails, naming the gap. The adapter's provenance gains the edit's measured report."""
+    mask = pending.probe["attention_mask"].bool()
+    with torch.no_grad():
+        merged = edited(**pending.probe).logits.float()[mask]
+    out = LoraExport(pending.path, float((pending.adapted - merged).abs().max()), float(merged.abs().max()),
+                     float((pending.base - merged).abs().max()))
+    if not out.matches(pending.dtype):
         shutil.rmtree(out.path, ignore_errors=True)
         raise AlignlabError(f"the LoRA adapter does not reproduce the merged edit (max |Δlogit| "
                             f"{out.max_abs_logit_diff:.3g} at logit scale {out.max_abs_logit:.3g}); this "
                             "intervention is not a rank-1 projection per writer: use the merged export (RUN/model)")
+    record = pending.path / PROVENANCE
+    write_json_atomic(record, {**json.loads(record.read_text()), "edit": provenance.get("edit", {})})
     return {"adapter": str(out.path), "adapter_max_abs_logit_diff": out.max_abs_logit_diff}

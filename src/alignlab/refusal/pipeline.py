@@ -6,7 +6,6 @@ artifact exists with the same input key is reused, so an interrupted run resumes
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +21,6 @@ from alignlab.refusal.artifacts import RunDir, key_of
 from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig
 from alignlab.refusal.directions import extract_directions, unit
 from alignlab.refusal.forward import logprobs_for
-from alignlab.refusal.intervention import Intervention
 from alignlab.refusal.prompts import PromptSets, build_prompt_sets
 from alignlab.refusal.score import auroc, calibrate_refusal_tokens, refusal_score
 from alignlab.refusal.search_space import SearchConfig
@@ -239,47 +237,5 @@ def save_direction(state: RunState, key: str, direction: torch.Tensor, layer: in
                             **(extra or {})})
 
 
-def stage_edit(state: RunState, sets: PromptSets, chosen: Intervention) -> torch.nn.Module:
-    assert state.lm is not None and state.fmt is not None
-    key = key_of(state.keys["intervention"], asdict(state.cfg.edit))
-    state.keys["edit"] = key
-    start = time.perf_counter()
-    edited = copy.deepcopy(state.lm.model)
-    report = chosen.edit(edited, state.cfg.edit)
-    cached = state.run.load_json("edit.json", key)
-    fresh = False
-    if cached is None:
-        prompts = sets.texts("harmless", "val") + sets.texts("harmful", "val")
-        bs = state.cfg.select.batch_size
-        hooked = logprobs_for(state.lm.model, state.fmt, prompts, bs, chosen.ablate(state.lm.model))
-        baked = logprobs_for(edited, state.fmt, prompts, bs)
-        gap = float((hooked.exp() - baked.exp()).abs().max())
-        logit_gap = _max_logit_gap(state, edited, chosen, prompts[:8])
-        cached = {**asdict(report), "max_abs_prob_diff": gap, "edit_max_abs_logit_diff": logit_gap,
-                  "exact_equivalence": report.exact, "seconds": round(time.perf_counter() - start, 3)}
-        state.run.save_json("edit.json", key, cached)
-        fresh = True
-    _timed(state, "edit", cached, lambda: {})
-    if fresh:
-        state.reused.discard("edit")
-    return edited
-
-
-def _max_logit_gap(state: RunState, edited: torch.nn.Module, chosen: Intervention, prompts: list[str]) -> float:
-    """max |logit_edited - logit_hooked| over every position of a few prompts."""
-    from alignlab.refusal.forward import position_ids
-
-    assert state.lm is not None and state.fmt is not None
-    enc = state.fmt.encode(prompts, device=state.lm.device, strict=False)
-    kw = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
-          "position_ids": position_ids(enc.attention_mask)}
-    with torch.no_grad():
-        with chosen.ablate(state.lm.model):
-            hooked = state.lm.model(**kw).logits.float()
-        baked = edited(**kw).logits.float()
-    mask = enc.attention_mask.bool()
-    return float((hooked - baked)[mask].abs().max())
-
-
-__all__ = ["STAGES", "RunConfig", "RunState", "stage_data", "stage_edit", "stage_extract", "stage_select",
+__all__ = ["STAGES", "RunConfig", "RunState", "stage_data", "stage_extract", "stage_select",
            "stage_tokens", "load"]

@@ -105,6 +105,7 @@ def build_report(state: Any, chosen: Any, evaluation: dict[str, Any], export: di
         "rates": evaluation["summary"],
         "kl_harmless": evaluation["kl_harmless"],
         "ce_harmless": evaluation["ce_harmless"],
+        "edited_generation": evaluation.get("edited_generation"),
         "edit_max_abs_logit_diff": edit.get("edit_max_abs_logit_diff"),
         "exact_equivalence": edit.get("exact_equivalence"),
         "edit": edit,

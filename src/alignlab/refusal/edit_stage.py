@@ -1,0 +1,97 @@
+"""The weight-edit stage, in place: no second copy of the model is ever made (issue 19 §3).
+
+The hooked model's outputs the edit is checked against are measured first (``measure_hooked``), while the
+weights are still the base model's; evaluation of the hooked conditions runs next; then ``apply_edit``
+orthogonalises the loaded model itself and measures the gap to those stored hooked outputs. After it,
+``state.lm.model`` *is* the edited model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from alignlab.refusal.artifacts import key_of
+from alignlab.refusal.forward import logprobs_for, position_ids
+from alignlab.refusal.intervention import Intervention
+from alignlab.refusal.pipeline import RunState, _timed
+from alignlab.refusal.prompts import PromptSets
+
+GAP_PROMPTS = 8
+"""Prompts whose every position is compared (max |Δlogit| edited vs hooked)."""
+
+
+@dataclass
+class Hooked:
+    """The hooked model's outputs on the edit-check prompts, measured before the weights change."""
+
+    prompts: list[str]
+    logprobs: torch.Tensor
+    """Last-position log-probs under the hooks [n, vocab] (float64)."""
+    logits: torch.Tensor
+    """Logits at the attended positions of the first ``GAP_PROMPTS`` prompts [tokens, vocab] (float32)."""
+    seconds: float
+
+
+def edit_key(state: RunState) -> str:
+    key = key_of(state.keys["intervention"], asdict(state.cfg.edit))
+    state.keys["edit"] = key
+    return key
+
+
+def measure_hooked(state: RunState, sets: PromptSets, chosen: Intervention) -> Hooked | None:
+    """What the edit must reproduce; None when ``edit.json`` already holds the comparison."""
+    assert state.lm is not None
+    if state.run.load_json("edit.json", edit_key(state)) is not None:
+        return None
+    start = time.perf_counter()
+    model = state.lm.model
+    prompts = sets.texts("harmless", "val") + sets.texts("harmful", "val")
+    lp = logprobs_for(model, _fmt(state), prompts, state.cfg.select.batch_size, chosen.ablate(model))
+    with chosen.ablate(model):
+        logits = _logits(state, prompts[:GAP_PROMPTS])
+    return Hooked(prompts, lp, logits, time.perf_counter() - start)
+
+
+def apply_edit(state: RunState, chosen: Intervention, hooked: Hooked | None) -> torch.nn.Module:
+    """Orthogonalise ``state.lm.model`` in place; write ``edit.json`` (the gap to ``hooked``) when new."""
+    assert state.lm is not None
+    key = edit_key(state)
+    start = time.perf_counter()
+    model = state.lm.model
+    report = chosen.edit(model, state.cfg.edit)
+    cached = state.run.load_json("edit.json", key)
+    if cached is None:
+        assert hooked is not None, "measure_hooked must run before the weights change"
+        baked = logprobs_for(model, _fmt(state), hooked.prompts, state.cfg.select.batch_size)
+        gap = float((hooked.logprobs.exp() - baked.exp()).abs().max())
+        logit_gap = float((hooked.logits - _logits(state, hooked.prompts[:GAP_PROMPTS])).abs().max())
+        seconds = hooked.seconds + time.perf_counter() - start
+        obj: dict[str, Any] = {**asdict(report), "max_abs_prob_diff": gap, "edit_max_abs_logit_diff": logit_gap,
+                               "exact_equivalence": report.exact, "in_place": True, "seconds": round(seconds, 3)}
+        state.run.save_json("edit.json", key, obj)
+        state.results["edit"], state.timings["edit"] = obj, obj["seconds"]
+    else:
+        _timed(state, "edit", cached, lambda: {})
+    return model
+
+
+def _fmt(state: RunState) -> Any:
+    assert state.fmt is not None
+    return state.fmt
+
+
+def _logits(state: RunState, prompts: list[str]) -> torch.Tensor:
+    """Logits of ``state.lm.model`` at every attended position of ``prompts``: [tokens, vocab] float32."""
+    assert state.lm is not None
+    enc = _fmt(state).encode(prompts, device=state.lm.device, strict=False)
+    with torch.no_grad():
+        out = state.lm.model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
+                             position_ids=position_ids(enc.attention_mask)).logits.float()
+    return out[enc.attention_mask.bool()]
+
+
+__all__ = ["GAP_PROMPTS", "Hooked", "apply_edit", "measure_hooked"]

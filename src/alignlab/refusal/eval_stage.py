@@ -1,0 +1,159 @@
+"""The evaluation stage in two halves around the in-place weight edit (issue 19 §1, §3).
+
+``evaluate_hooked`` runs on the base weights: the ``base``, ``ablated`` (hooks) and ``added`` conditions,
+and the base log-probs KL is measured against. ``evaluate_edited`` runs after the edit on the same, now
+edited, model. When the edit is exact (edited logits equal hooked logits up to rounding), the edited
+model's greedy replies are the ablated model's: it generates a sample per split, and only if every sampled
+reply is identical are the ablated replies reused for the rest (the check is in ``edited_generation``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+
+from alignlab.refusal.artifacts import key_of
+from alignlab.refusal.evaluate import Generated, completion_ce, generate, harmless_kl, summarise
+from alignlab.refusal.forward import logprobs_for
+from alignlab.refusal.intervene import add_direction
+from alignlab.refusal.intervention import Intervention
+from alignlab.refusal.judge import SubstringJudge
+from alignlab.refusal.pipeline import RunState
+from alignlab.refusal.prompts import PromptSets
+
+SPLITS = ("harmful", "harmless")
+
+
+@dataclass
+class HookedEval:
+    gens: list[Generated]
+    """base, ablated and added replies, both test splits."""
+    base_lp: torch.Tensor
+    """Base model's first-token log-probs on harmless test [n, vocab] (float64)."""
+    kl: dict[str, float]
+    ce: dict[str, float]
+    seconds: float
+
+
+def eval_key(state: RunState) -> str:
+    key = key_of(state.keys["edit"], asdict(state.cfg.eval), state.keys["data"])
+    state.keys["evaluate"] = key
+    return key
+
+
+def cached_evaluation(state: RunState) -> dict[str, Any] | None:
+    cached = state.run.load_json("evaluation.json", eval_key(state))
+    if cached is not None:
+        state.timings["evaluate"] = cached["seconds"]
+        state.reused.add("evaluate")
+    return cached
+
+
+def evaluate_hooked(state: RunState, sets: PromptSets, chosen: Intervention) -> HookedEval:
+    """The conditions that need the base weights (call before the edit)."""
+    assert state.lm is not None and state.fmt is not None
+    cfg, model, fmt = state.cfg.eval, state.lm.model, state.fmt
+    start = time.perf_counter()
+    d = chosen.direction.float()
+    contexts = {"base": None, "ablated": lambda: chosen.ablate(model),
+                "added": lambda: add_direction(model, d, chosen.layer, cfg.actadd_coeff)}
+    gens = [_generate(state, sets, condition, split, ctx) for condition, ctx in contexts.items() for split in SPLITS]
+    harmless = sets.texts("harmless", "test")
+    base_lp = logprobs_for(model, fmt, harmless, cfg.batch_size)
+    kl = {c: harmless_kl(model, fmt, harmless, cfg.batch_size, base_lp, ctx) for c, ctx in contexts.items()
+          if c != "base"}
+    ce = {}
+    if cfg.ce:
+        completions = _find(gens, "base", "harmless").responses
+        ce = {c: completion_ce(model, fmt, harmless, completions, cfg.batch_size, ctx) for c, ctx in contexts.items()}
+    return HookedEval(gens, base_lp, kl, ce, time.perf_counter() - start)
+
+
+def evaluate_edited(state: RunState, sets: PromptSets, hooked: HookedEval, exact: bool) -> dict[str, Any]:
+    """The ``edited`` condition on the (now edited) model, then the whole evaluation artifact."""
+    assert state.lm is not None and state.fmt is not None
+    cfg, model, fmt = state.cfg.eval, state.lm.model, state.fmt
+    start = time.perf_counter()
+    shared = _share_check(state, sets, hooked.gens) if exact and cfg.share_exact else None
+    if shared is not None and shared["identical"] == shared["checked"]:
+        edited = [replace(g, condition="edited") for g in hooked.gens if g.condition == "ablated"]
+    else:
+        edited = [_generate(state, sets, "edited", split, None) for split in SPLITS]
+    harmless = sets.texts("harmless", "test")
+    kl = {**hooked.kl, "edited": harmless_kl(model, fmt, harmless, cfg.batch_size, hooked.base_lp)}
+    ce = dict(hooked.ce)
+    if cfg.ce:
+        completions = _find(hooked.gens, "base", "harmless").responses
+        ce["edited"] = completion_ce(model, fmt, harmless, completions, cfg.batch_size)
+    order = ("base", "ablated", "edited", "added")
+    kl, ce = ({c: x[c] for c in order if c in x} for x in (kl, ce))
+    gens = sorted(hooked.gens + edited, key=lambda g: (order.index(g.condition), SPLITS.index(g.split)))
+    obj = _artifact(gens, kl, ce, state)
+    obj["edited_generation"] = {"shared_with_ablated": shared is not None and shared["identical"] == shared["checked"],
+                                **(shared or {"checked": 0, "identical": 0,
+                                              "reason": "edit not exact" if not exact else "sharing turned off"})}
+    obj["seconds"] = round(hooked.seconds + time.perf_counter() - start, 3)
+    state.run.save_json("evaluation.json", eval_key(state), obj)
+    state.timings["evaluate"] = obj["seconds"]
+    return obj
+
+
+def _share_check(state: RunState, sets: PromptSets, gens: list[Generated]) -> dict[str, Any]:
+    """Generate the first ``share_check`` prompts of each split with the edited model; count replies equal
+    to the ablated (hooked) model's replies."""
+    n = state.cfg.eval.share_check
+    checked = identical = 0
+    for split in SPLITS:
+        ablated = _find(gens, "ablated", split)
+        sample = _generate(state, sets, "edited", split, None, ablated.prompts[:n])
+        checked += len(sample.responses)
+        identical += sum(a == b for a, b in zip(sample.responses, ablated.responses))
+    return {"checked": checked, "identical": identical}
+
+
+def _generate(state: RunState, sets: PromptSets, condition: str, split: str, ctx: Any,
+              prompts: list[Any] | None = None) -> Generated:
+    assert state.lm is not None and state.fmt is not None
+    cfg = state.cfg.eval
+    return generate(state.lm.model, state.fmt, prompts if prompts is not None else getattr(sets, split)["test"],
+                    condition=condition, split=split, judge=SubstringJudge(cfg.judge),
+                    max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, context=ctx)
+
+
+def _find(gens: list[Generated], condition: str, split: str) -> Generated:
+    return next(g for g in gens if g.condition == condition and g.split == split)
+
+
+def _artifact(gens: list[Generated], kl: dict[str, float], ce: dict[str, float], state: RunState) -> dict[str, Any]:
+    cfg = state.cfg.eval
+    base = {g.split: g for g in gens if g.condition == "base"}
+    samples = {g.condition + "/" + g.split: [{"prompt": p.text, "category": p.category, "response": r,
+                                              "refusal": f} for p, r, f in zip(g.prompts, g.responses, g.refused)]
+               for g in gens}
+    obj: dict[str, Any] = {"summary": summarise(gens, base), "kl_harmless": kl, "ce_harmless": ce, "samples": samples,
+                           "judge": SubstringJudge(cfg.judge).name, "max_new_tokens": cfg.max_new_tokens,
+                           "refusal_rate": {g.condition: {} for g in gens}}
+    for g in gens:
+        obj["refusal_rate"][g.condition][g.split] = g.rate.rate
+    obj["opening_judge"] = opening_rates(gens)
+    return obj
+
+
+def opening_rates(gens: list[Generated]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The second judge (reads the reply's opening; late refusals after an acceptance counted apart)."""
+    from alignlab.refusal.judge import OpeningJudge
+    from alignlab.refusal.stats import wilson
+
+    judge, out = OpeningJudge(), {}
+    for g in gens:
+        labels = [v.label for v in judge.judge([p.text for p in g.prompts], g.responses)]
+        k, late, n = labels.count("refusal"), labels.count("late_refusal"), len(labels)
+        out.setdefault(g.condition, {})[g.split] = {"rate": k / n if n else float("nan"), "k": k, "n": n,
+                                                    "wilson95": wilson(k, n), "late_refusals": late}
+    return out
+
+
+__all__ = ["HookedEval", "cached_evaluation", "evaluate_edited", "evaluate_hooked"]
