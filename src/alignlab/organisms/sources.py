@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignlab.data import Prompt, sample, split_prompts
-from alignlab.organisms.config import HARMFUL_SOURCES, HARMLESS_SOURCES, RecipeConfig
+from alignlab.models.embedded import EMBEDDED, PACKAGE_ROOT
+from alignlab.organisms.config import HARMFUL_EVAL_ONLY, HARMFUL_SOURCES, HARMLESS_SOURCES, RecipeConfig
 
-SHIPPED_ADAPTERS = {"smollm2-135m-refusal": Path(__file__).resolve().parent / "adapters" / "smollm2-135m-refusal"}
+# Embedded models that are a base plus an adapter shipped in this package (smollm2-135m-refusal, gemma3-270m-refusal).
+SHIPPED_ADAPTERS = {e.name: PACKAGE_ROOT / e.adapter for e in EMBEDDED.values() if e.adapter is not None}
 # training.json records written before sources were configurable: the recipe trained on these.
 LEGACY_SOURCES = (HARMFUL_SOURCES, ("harmless",))
 
@@ -27,7 +29,7 @@ class TrainedSources:
 
     @property
     def held_out_harmful(self) -> tuple[str, ...]:
-        return tuple(s for s in HARMFUL_SOURCES if s not in self.harmful)
+        return tuple(s for s in (*HARMFUL_SOURCES, *HARMFUL_EVAL_ONLY) if s not in self.harmful)
 
     @property
     def held_out_harmless(self) -> tuple[str, ...]:
