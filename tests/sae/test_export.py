@@ -25,6 +25,8 @@ def _sae(arch, seed=0, dtype=torch.float32):
             p.add_(torch.randn(p.shape, generator=g) * 0.3)
         if arch in ("batchtopk", "matryoshka"):
             sae.threshold.fill_(0.25)
+        if arch == "jumprelu":
+            sae.threshold.abs_()  # a trained theta is >= 0 (projected after every step)
     return sae.to(dtype).eval()
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+from alignlab.errors import AlignlabError
 from alignlab.sae import SAEConfig, TrainState, build_sae
 from alignlab.sae.jumprelu import JumpReLUFn, JumpReLUL0Fn, StepFn
 
@@ -34,13 +36,16 @@ def test_pseudo_derivatives_equal_paper_formulas():
     torch.testing.assert_close(theta.grad, (up * -(1 / EPS) * kern).sum(0), rtol=1e-12, atol=1e-12)
 
 
-def test_forward_and_loss_match_transcription():
-    cfg = SAEConfig(architecture="jumprelu", d_in=6, d_sae=20, l1_coefficient=0.05, bandwidth=0.3, threshold_init=0.2)
+@pytest.mark.parametrize("param", ["linear", "log"])
+def test_forward_and_loss_match_transcription(param):
+    cfg = SAEConfig(architecture="jumprelu", d_in=6, d_sae=20, l1_coefficient=0.05, bandwidth=0.3, threshold_init=0.2,
+                    threshold_param=param)
     sae = build_sae(cfg).double()
     x = torch.randn(9, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     out = sae.loss(x, TrainState(l1_coefficient=0.05))
     z = x @ sae.W_enc.detach() + sae.b_enc.detach()  # no b_dec on the input (paper form)
-    theta = sae.log_threshold.detach().exp()
+    theta = sae.theta.detach()
+    assert torch.allclose(theta, torch.full_like(theta, 0.2), rtol=1e-7, atol=0)  # theta0 (an fp32 init)
     f = z * (z > theta).double()
     torch.testing.assert_close(out.feats.detach(), f, rtol=1e-12, atol=1e-12)
     x_hat = f @ sae.W_dec.detach() + sae.b_dec.detach()
@@ -50,17 +55,39 @@ def test_forward_and_loss_match_transcription():
     sae.zero_grad()
     out.total.backward()
     kern = _K((z - theta) / 0.3)
+    assert float(kern.sum()) > 0  # some pre-activations fall inside the kernel window
     g_f = 2 * (x_hat - x) @ sae.W_dec.detach().T / x.shape[0]  # dMSE/df
     g_theta = (g_f * -(theta / 0.3) * kern).sum(0) + 0.05 * (-(1 / 0.3) * kern).sum(0) / x.shape[0]
-    torch.testing.assert_close(sae.log_threshold.grad, g_theta * theta, rtol=1e-10, atol=1e-12)  # chain via exp
+    if param == "linear":  # Adam trains theta itself (SAELens, dictionary_learning)
+        assert {n for n, _ in sae.named_parameters()} == {"W_enc", "W_dec", "b_dec", "b_enc", "threshold"}
+        torch.testing.assert_close(sae.threshold.grad, g_theta, rtol=1e-10, atol=1e-12)
+    else:  # the paper's pseudo-code trains log theta: the chain rule through exp
+        torch.testing.assert_close(sae.log_threshold.grad, g_theta * theta, rtol=1e-10, atol=1e-12)
 
 
 def test_presets():
     p = SAEConfig(architecture="jumprelu", d_in=4, d_sae=8)
     s = SAEConfig(architecture="jumprelu", d_in=4, d_sae=8, recipe="saelens")
     assert (p.bandwidth, p.threshold_init) == (0.001, 0.001) and (s.bandwidth, s.threshold_init) == (0.05, 0.01)
+    assert p.threshold_param == s.threshold_param == "linear"
     sae = build_sae(p)
-    assert math.isclose(float(sae.threshold[0].detach()), 0.001, rel_tol=1e-6)
+    assert math.isclose(float(sae.theta[0].detach()), 0.001, rel_tol=1e-6)
+    with pytest.raises(AlignlabError, match="threshold_param"):
+        SAEConfig(architecture="jumprelu", d_in=4, d_sae=8, threshold_param="exp")
+
+
+def test_linear_threshold_is_projected_to_non_negative_and_still_learns_at_zero():
+    """Below 0 the gate would pass negative pre-activations; the projection after each step keeps theta >= 0
+    without cutting its gradient, so a threshold at 0 moves up again under the L0 term."""
+    sae = build_sae(SAEConfig(architecture="jumprelu", d_in=6, d_sae=10, bandwidth=0.5, l1_coefficient=1.0))
+    with torch.no_grad():
+        sae.threshold[:4] = -0.3
+    sae.after_step()
+    theta = sae.threshold.detach()
+    assert float(theta[:4].abs().max()) == 0.0 and bool((theta[4:] == 0.001).all())
+    x = torch.randn(64, 6, generator=torch.Generator().manual_seed(1)) * 0.2
+    sae.loss(x, TrainState(l1_coefficient=1.0)).total.backward()
+    assert bool((sae.threshold.grad[:4] < 0).all())  # descent raises theta: the L0 term dominates at theta = 0
 
 
 def test_tanh_recipe_terms():
@@ -74,7 +101,7 @@ def test_tanh_recipe_terms():
     f = out.feats.detach()
     torch.testing.assert_close(out.terms["sparsity"].detach(), torch.tanh(4 * f * norms).sum(-1).mean())
     z = x @ sae.W_enc.detach() + sae.b_enc.detach()
-    pre = (torch.relu(sae.threshold.detach() - z) * norms * dead.double()).sum(-1).mean()
+    pre = (torch.relu(sae.theta.detach() - z) * norms * dead.double()).sum(-1).mean()
     torch.testing.assert_close(out.terms["pre_act"].detach(), pre)
 
 

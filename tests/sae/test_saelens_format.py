@@ -25,6 +25,8 @@ def _trained_like(arch, seed=0):
             p.add_(torch.randn(p.shape, generator=g) * 0.1)
         if hasattr(sae, "threshold") and not isinstance(sae.threshold, torch.nn.Parameter) and arch != "jumprelu":
             sae.threshold.fill_(0.05)
+        if arch == "jumprelu":
+            sae.threshold.abs_()  # a trained theta is >= 0 (projected after every step)
     return sae.eval()
 
 

@@ -96,7 +96,10 @@ class SAEConfig:
     bandwidth: float | None = None
     """Rectangle-kernel bandwidth epsilon of the STE (None: 0.001 paper, 0.05 saelens)."""
     threshold_init: float | None = None
-    """Initial theta, stored as log theta (None: 0.001 paper, 0.01 saelens)."""
+    """Initial theta (None: 0.001 paper, 0.01 saelens)."""
+    threshold_param: str | None = None
+    """What Adam trains for theta: linear (theta itself, held >= 0; SAELens, dictionary_learning) | log (log theta,
+    the paper's pseudo-code: Adam then moves theta by a factor of at most ~e^lr per step). None: linear."""
     tanh_scale: float = 4.0
     """c of the jumprelu/tanh sparsity lambda sum tanh(c f_i ||d_i||) (Anthropic, Jan 2025)."""
     pre_act_coefficient: float = 3e-6

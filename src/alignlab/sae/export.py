@@ -48,7 +48,7 @@ def _relu(sae: Any, threshold: Tensor | None) -> tuple[dict[str, Tensor], bool]:
 
 
 def _jumprelu(sae: Any, threshold: Tensor | None) -> tuple[dict[str, Tensor], bool]:
-    return {**_base_tensors(sae), "threshold": sae.threshold.detach().clone()}, True
+    return {**_base_tensors(sae), "threshold": sae.theta.detach().clone()}, True
 
 
 def _batch_threshold(sae: Any, threshold: Tensor | None) -> tuple[dict[str, Tensor], bool]:

@@ -1,7 +1,12 @@
 """JumpReLU SAE (Rajamanoharan et al., arXiv 2407.14435; spec §2.6).
 
-z = W_enc x + b_enc;  f = z * H(z - theta)  (theta > 0 per latent, stored as log theta);
-L = ||x - x_hat||^2 + lambda ||f||_0.
+z = W_enc x + b_enc;  f = z * H(z - theta)  (theta >= 0 per latent);  L = ||x - x_hat||^2 + lambda ||f||_0.
+
+What Adam trains (``threshold_param``): ``linear`` (default) trains theta itself and projects it to >= 0 after
+every step, as SAELens (>= 6, its issue #494) and dictionary_learning do; ``log`` trains log theta as the
+paper's pseudo-code does. Adam's step is at most ~lr, so log theta changes theta by a factor of at most ~e^lr
+per step: from theta0 = 0.001 to the pre-activation scale of normalised inputs (~1/sqrt(d)) takes ~10^4 steps
+at lr 3e-4, and a short run stays a ReLU. Both give the same forward and the same pseudo-derivatives w.r.t. theta.
 
 Straight-through pseudo-derivatives with the rectangle kernel K(u) = 1[-1/2 < u < 1/2], bandwidth eps:
   df_i/dtheta_i := -(theta_i / eps) K((z_i - theta_i) / eps)
@@ -15,7 +20,6 @@ lambda_P sum ReLU(theta_i - z_i) ||d_i|| on dead latents, free decoder norms, in
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -25,7 +29,9 @@ from alignlab.errors import AlignlabError
 from alignlab.sae.arch_table import register
 from alignlab.sae.base import SAE, LossOutput, SAEConfig, TrainState, centered_linear, recon_error
 
+THRESHOLD_PARAMS = ("linear", "log")
 _L0 = {
+    "threshold_param": "linear",
     "weight_by_decoder_norm": False,
     "unit_norm_decoder": True,
     "resample_dead": False,
@@ -119,10 +125,12 @@ class JumpReLUSAE(SAE):
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__(cfg)
         self.b_enc = torch.nn.Parameter(torch.zeros(cfg.d_sae))
-        self.log_threshold = torch.nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.threshold_init)))
+        theta0 = torch.full((cfg.d_sae,), float(cfg.threshold_init))
+        if cfg.threshold_param == "log":
+            self.log_threshold = torch.nn.Parameter(theta0.log())
+        else:
+            self.threshold = torch.nn.Parameter(theta0)  # the SAELens tensor itself
         self.init_weights_()
-        with torch.no_grad():
-            self.log_threshold.fill_(math.log(cfg.threshold_init))
 
     @classmethod
     def resolve(cls, cfg: SAEConfig) -> dict[str, Any]:
@@ -140,21 +148,31 @@ class JumpReLUSAE(SAE):
             raise AlignlabError(
                 f"jumprelu needs bandwidth > 0 and threshold_init > 0 (got {cfg.bandwidth}, {cfg.threshold_init})"
             )
+        if cfg.threshold_param not in THRESHOLD_PARAMS:
+            raise AlignlabError(f"threshold_param must be one of {THRESHOLD_PARAMS}, got {cfg.threshold_param!r}")
 
     @property
-    def threshold(self) -> Tensor:  # [d_sae]
-        return self.log_threshold.exp()
+    def theta(self) -> Tensor:  # [d_sae], differentiable w.r.t. the trained parameter
+        return self.log_threshold.exp() if self.cfg.threshold_param == "log" else self.threshold
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Renormalise the decoder (recipe permitting) and hold a linear theta at >= 0: below 0 the gate would
+        pass negative pre-activations. A projection, not a clamp in the graph, so theta = 0 still learns."""
+        super().after_step()
+        if self.cfg.threshold_param != "log":
+            self.threshold.clamp_(min=0.0)
 
     def pre_acts(self, x: Tensor) -> Tensor:
         return centered_linear(x, self.b_dec_for_input(), self.W_enc, self.b_enc)
 
     def encode(self, x: Tensor) -> Tensor:
         z = self.pre_acts(x)
-        return JumpReLUFn.apply(z, self.threshold, self.cfg.bandwidth)
+        return JumpReLUFn.apply(z, self.theta, self.cfg.bandwidth)
 
     def loss(self, x: Tensor, state: TrainState) -> LossOutput:
         z = self.pre_acts(x)  # [B, d_sae]
-        theta = self.threshold
+        theta = self.theta
         terms: dict[str, Tensor] = {}
         lam = state.lam(self.cfg)
         if self.cfg.recipe == "tanh":
@@ -179,14 +197,14 @@ class JumpReLUSAE(SAE):
         terms["sparsity"] = sparsity
         return LossOutput(total, terms, f, x_hat)
 
-    # SAELens stores threshold, not log threshold
+    # SAELens stores theta as ``threshold``; the log parameterisation converts on save and load
     def saelens_tensors(self) -> dict[str, Tensor]:
         sd = {k: v.detach().clone() for k, v in self.state_dict().items() if k != "log_threshold"}
-        sd["threshold"] = self.threshold.detach().clone()
+        sd["threshold"] = self.theta.detach().clone()
         return sd
 
     def load_saelens_tensors(self, tensors: dict[str, Tensor]) -> None:
         t = dict(tensors)
-        thr = t.pop("threshold")
-        t["log_threshold"] = thr.log()  # threshold 0 -> log -inf -> exp gives exactly 0 again
+        if self.cfg.threshold_param == "log":
+            t["log_threshold"] = t.pop("threshold").log()  # threshold 0 -> log -inf -> exp gives exactly 0 again
         self.load_state_dict(t, strict=True)

@@ -26,6 +26,7 @@ _FALLBACKS: dict[str, Any] = {
     "b_dec_init": "zeros",
     "bandwidth": 0.001,
     "threshold_init": 0.001,
+    "threshold_param": "linear",
 }
 
 
@@ -98,9 +99,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "batchtopk": {"sae": {"architecture": "batchtopk", "k": 32}, "train": {"adam_eps": 6.25e-10, "lr": None}},
     "matryoshka": {"sae": {"architecture": "matryoshka", "k": 32}, "train": {"adam_eps": 6.25e-10, "lr": None}},
     # JumpReLU: eps = theta0 = 0.001 are values for normalised inputs (arXiv 2407.14435 App. I; Gemma Scope
-    # normalises to unit mean squared norm). Adam moves log theta by at most ~lr per step, so thresholds need
-    # thousands of steps at lr 3e-4 to reach the scale of the pre-activations (~0.04 here).
-    "jumprelu": {"sae": {"architecture": "jumprelu", "recipe": "paper", **_UNIT}, "train": {}},
+    # normalises to unit mean squared norm), where pre-activations are ~1/sqrt(d) (~0.04 at d = 576). theta is
+    # trained directly (threshold_param "linear", as SAELens and dictionary_learning do): Adam moves it by up to
+    # ~lr per step, so it reaches that scale in ~10^2 steps; the paper's log theta moves by a factor of at most
+    # ~e^lr per step and needs ~10^4 (issue 14: after 200 steps every theta was still 0.001). SmolLM2-135M
+    # layer 15, width 1152, 200 x 512 tokens, lambda 1e-3: held-out L0 537 (log theta) -> 74 (theta), FVU 0.37.
+    "jumprelu": {"sae": {"architecture": "jumprelu", "recipe": "paper", **_UNIT, "l1_coefficient": 1e-3}, "train": {}},
     "jumprelu_saelens": {"sae": {"architecture": "jumprelu", "recipe": "saelens", **_UNIT}, "train": {}},
     "jumprelu_tanh": {"sae": {"architecture": "jumprelu", "recipe": "tanh"}, "train": {"l1_warmup_frac": 1.0}},
 }

@@ -35,6 +35,9 @@ def schedule_options(p: argparse.ArgumentParser) -> None:
                    help="lp / gated_anneal: discrete p changes between --anneal-start and the end (default 10)")
     p.add_argument("--anneal-q", type=int, default=None,
                    help="lp / gated_anneal: recent batches whose penalty sums rescale lambda at a p change (default 10)")
+    p.add_argument("--threshold-param", default=None, choices=("linear", "log"),
+                   help="jumprelu: train theta itself (linear, the default) or log theta (the paper's pseudo-code; "
+                   "then theta moves by a factor of at most ~e^lr per step and needs ~10^4 steps)")
     p.add_argument("--matryoshka-widths", type=_fraction, nargs="+", default=None, metavar="FRAC",
                    help="matryoshka nested widths as fractions of the dictionary width (default 1/16 1/8 1/4 1/2 1)")
 
@@ -65,6 +68,8 @@ def sae_schedule_fields(args: argparse.Namespace, preset: str, d_sae: int) -> di
                       ("anneal_q", "anneal_q")):
         if getattr(args, flag) is not None:
             fields[key] = getattr(args, flag)
+    if args.threshold_param is not None and preset.startswith("jumprelu"):
+        fields["threshold_param"] = args.threshold_param
     if args.matryoshka_widths is not None and preset == "matryoshka":
         fields["matryoshka_widths"] = tuple(sorted({max(1, round(f * d_sae)) for f in args.matryoshka_widths}))
     return fields
