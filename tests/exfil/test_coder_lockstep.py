@@ -10,12 +10,13 @@ import torch
 from alignlab.exfil.bench import progress_bar, run_bench
 from alignlab.exfil.coder import auto_streams, compress, decompress
 from alignlab.exfil.container import ContainerError, unpack
+from alignlab.exfil.kvstep import new_cache
 from alignlab.exfil.lm import (
     LMProbabilityModel,
     find_symbol,
-    new_cache,
     quantize,
     quantize_rows,
+    spread_remainder,
     symbol_interval,
 )
 from alignlab.exfil.probmodels import NGramModel, T
@@ -26,9 +27,13 @@ TEXT = ("Grüße 😀 中文 — arithmetic coding under a shared language model
 
 @pytest.fixture(scope="module")
 def tiny():
+    """SDPA attention, as real models load: the coder runs the lean Llama step (tests/exfil/test_coder.py
+    keeps an eager model, which runs the HF forward)."""
     from alignlab.models.tiny import tiny_model
 
-    return tiny_model("llama", seed=0)
+    model, tok = tiny_model("llama", seed=0)
+    model.config._attn_implementation = "sdpa"
+    return model, tok
 
 
 def lm(tiny, **kw) -> LMProbabilityModel:
@@ -45,6 +50,20 @@ def test_quantize_rows_equals_eager_quantize():
         for b in range(4):
             assert np.array_equal(rows[b], quantize(x[b]))
     assert quantize_rows(np.zeros((2, 3), np.float32)).tolist() == [[5592406, 5592405, 5592405]] * 2
+
+
+def test_spread_remainder_matches_the_stable_sort_rule():
+    """Positive, negative and larger-than-V remainders, on rows full of ties, against quantize's argsort rule."""
+    rng = np.random.default_rng(3)
+    for v, rem in ((7, 3), (7, -2), (7, 16), (1000, 437), (1000, -5), (49152, 20000), (49152, 0)):
+        row = rng.integers(1, 6, v).astype(np.int64)  # few distinct values: many ties
+        order = np.argsort(-row, kind="stable")
+        want = row.copy()
+        q, r = divmod(rem, v) if rem > 0 else (0, -rem)
+        want[order[:r]] += 1 if rem > 0 else -1
+        want += q
+        spread_remainder(row, rem)
+        assert np.array_equal(row, want), (v, rem)
 
 
 def test_interval_and_search_match_cumsum():
@@ -88,6 +107,7 @@ def test_round_trip_dtypes_fresh_model(tiny, dtype):
     blob = compress(TEXT, enc_model, streams=2).blob
     assert unpack(blob)[0].fingerprint.dtype == dtype
     assert decompress(blob, lm(tiny, dtype=dtype)) == TEXT  # a fresh model object (fresh cache state)
+    assert enc_model._lean is not None  # the lean Llama step (tests/exfil/test_llama_step.py)
     if dtype == "int4":  # every linear runs the int4 kernel, the head the int8 one
         kinds = {type(m).__name__ for m in enc_model.model.modules()}
         assert "Int4Linear" in kinds and type(enc_model.model.get_output_embeddings()).__name__ == "Int8Linear"
@@ -136,7 +156,7 @@ def test_bench_progress_lines_when_not_a_tty(capsys):
 
 def test_int4_linear_reproduces_a_q4_1_grid():
     """Weights already on a Q4_1 grid (d·q + m per 32-block) come back through the int4 kernel."""
-    from alignlab.exfil.lm import int4_linears
+    from alignlab.exfil.quantlinear import int4_linears
 
     g = torch.Generator().manual_seed(0)
     q = torch.randint(0, 16, (64, 4, 32), generator=g).float()
@@ -152,3 +172,14 @@ def test_int4_linear_reproduces_a_q4_1_grid():
     assert int4_linears(model) == 2 and type(model[0]).__name__ == "Int4Linear"
     got = model[0](x).float()
     assert torch.allclose(got, ref, rtol=2e-2, atol=2e-2), (got - ref).abs().max()
+
+
+def test_cli_codes_with_two_threads_by_default_and_old_containers_decode_with_one(monkeypatch):
+    import alignlab.exfil.lm as lm_mod
+    from alignlab.exfil import cli_coder
+
+    seen: list[int] = []
+    monkeypatch.setattr(lm_mod, "load_reference_lm", lambda spec, wctx, threads, dtype: seen.append(threads))
+    cli_coder.make_model("smollm2-135m-instruct")
+    cli_coder.make_model("smollm2-135m-instruct", threads=1)
+    assert seen == [cli_coder.CLI_THREADS, 1] and cli_coder.CLI_THREADS == 2

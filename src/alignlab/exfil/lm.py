@@ -13,6 +13,10 @@ start token, which attention uses as a sink; Xiao et al. 2023, "Efficient stream
 with attention sinks", §3) and the newest W_ctx/2 − 1 entries are kept, and positions keep counting.
 Several streams let one forward (whose cost is mostly reading the weights) serve several tokens; each
 stream restarts from the start token, which is what the cut costs in bits (see coder.auto_streams).
+
+The forward itself is a stepper (:mod:`alignlab.exfil.kvstep`): the lean one-token step of
+:mod:`alignlab.exfil.llama_step` for plain Llama models (the default model), the model's own HF forward
+otherwise.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ from alignlab.exfil.probmodels import Fingerprint, T, UniformBytes
 DEFAULT_LM = "smollm2-135m-instruct"
 DEFAULT_WCTX = 2048
 COMPUTE_DTYPES = ("bfloat16", "float32", "float16", "int4")
-"""int4: bfloat16 activations and int4 group-quantised linear weights (see :func:`int4_linears`)."""
+"""int4: bfloat16 activations and int4 group-quantised linear weights (see :mod:`alignlab.exfil.quantlinear`)."""
 DEFAULT_DTYPE = "int4"
-"""int4 weights (bfloat16 activations, bfloat16 head) read ~4x fewer weight bytes than bfloat16, which
+"""int4 weights (bfloat16 activations, int8 head) read ~4x fewer weight bytes than bfloat16, which
 codes like float32 (5.856 vs 5.858 bits/token on the README's first 800 tokens; int4 +0.1 % on its first
 600); encoder and decoder always use the same dtype."""
 ROW_MULTIPLE = 4
@@ -70,29 +74,42 @@ def quantize(logits: np.ndarray, total: int = T) -> np.ndarray:
 
 
 def quantize_rows(logits: np.ndarray, total: int = T) -> np.ndarray:
-    """:func:`quantize` for every row of a [B, V] array at once, with a linear-time top-r selection
-    instead of a full sort (same result: the r largest keys (f, −id) are unique)."""
-    x = np.ascontiguousarray(logits, dtype=np.float64)  # [B, V]
+    """:func:`quantize` for every row of a [B, V] array at once: the same float64 operations done in place,
+    and a linear-time top-r selection instead of a full sort (:func:`spread_remainder`)."""
+    x = np.array(logits, dtype=np.float64)  # [B, V]: a fresh copy, worked on in place
     v = x.shape[1]
     if v >= total:
         raise AlignlabError(f"vocabulary size {v} must be below the frequency total {total}")
     if not np.all(np.isfinite(x)):
         raise AlignlabError("the model produced non-finite logits; check the model weights and dtype")
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    p = e / e.sum(axis=1, keepdims=True)
-    f = np.floor(p * (total - v)).astype(np.int64) + 1  # [B, V]
-    tiebreak = np.arange(v - 1, -1, -1, dtype=np.int64)  # the lower id wins a tie
+    np.subtract(x, x.max(axis=1, keepdims=True), out=x)
+    np.exp(x, out=x)
+    np.divide(x, x.sum(axis=1, keepdims=True), out=x)  # p
+    np.multiply(x, total - v, out=x)
+    np.floor(x, out=x)
+    f = x.astype(np.int64)  # [B, V]
+    f += 1
     for row, rem in zip(f, (total - f.sum(axis=1)).tolist()):
-        if rem == 0:
-            continue
-        q, r = divmod(rem, v) if rem > 0 else (0, -rem)
-        if r:
-            key = row * v + tiebreak
-            top = np.argpartition(key, v - r)[v - r:]  # the r largest (f, lower id)
-            row[top] += 1 if rem > 0 else -1
-        row += q
+        spread_remainder(row, rem)
     assert bool((f.sum(axis=1) == total).all()) and int(f.min()) >= 1
     return f
+
+
+def spread_remainder(row: np.ndarray, rem: int) -> None:
+    """Add ``rem`` to a row of frequencies in place as :func:`quantize` does: ⌊rem/V⌋ to every entry and
+    one more to the (rem mod V) largest (ties: lower id), or, for rem < 0, take one from the −rem largest.
+    The keys (f, −id) are unique, so exactly r of them lie at or above the r-th largest."""
+    v = row.shape[0]
+    q, r = divmod(rem, v) if rem > 0 else (0, -rem)
+    if r:
+        key = row * v + np.arange(v - 1, -1, -1, dtype=np.int64)  # the lower id wins a tie
+        top = key >= np.partition(key, v - r)[v - r]  # [V] bool, r entries set
+        if rem > 0:
+            row += top
+        else:
+            row -= top
+    if q:
+        row += q
 
 
 def symbol_interval(freqs: np.ndarray, sym: int) -> tuple[int, int]:
@@ -144,135 +161,6 @@ def deterministic_torch(threads: int = 1):
         torch.use_deterministic_algorithms(old_det)
 
 
-INT4_GROUP = 32
-"""Weights per int4 scale/offset group: the GGUF Q4_1 block size the default model ships in, so its
-linear weights d·q + m fit the int4 grid again (up to bfloat16 rounding of d and m)."""
-
-
-INT8_HEAD = True
-"""int8 per-channel head: +0.02 % bits/token on the README's first 600 tokens, half the bfloat16 head's bytes."""
-
-
-def int4_linears(model: Any) -> int:
-    """Swap every nn.Linear but the output head whose shape the CPU int4 kernel accepts for int4-weight
-    GEMMs (bfloat16 activations, groups of ``INT4_GROUP``): ~4x less weight traffic than bfloat16. The head
-    gets int8 per-channel weights (int4 there cost +0.8 % bits/token on the README, int4 layers +0.1 %).
-    Returns the number of int4 layers."""
-    import torch
-
-    class Int4Linear(torch.nn.Module):
-        def __init__(self, linear: torch.nn.Linear) -> None:
-            super().__init__()
-            w = linear.weight.detach().float()  # [N, K]
-            n, k = w.shape
-            groups = w.reshape(n, k // INT4_GROUP, INT4_GROUP)
-            lo, hi = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
-            scale = ((hi - lo) / 15).clamp_min(1e-12)
-            q = ((groups - lo) / scale).round().clamp(0, 15).to(torch.int32).reshape(n, k)
-            zero = lo + 8 * scale  # the kernel dequantises (q − 8)·scale + zero
-            self.k = k
-            self.w_packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)
-            self.scale_zero = torch.cat([scale, zero], -1).permute(1, 0, 2).contiguous().to(torch.bfloat16)
-            self.bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                x.reshape(-1, self.k).to(torch.bfloat16), self.w_packed, INT4_GROUP, self.scale_zero)
-            y = y.reshape(*x.shape[:-1], -1)  # [..., N]
-            return y if self.bias is None else y + self.bias
-
-    class Int8Linear(torch.nn.Module):
-        """Per-output-channel int8 weights (the head: int4 there costs bits, bfloat16 half the traffic)."""
-
-        def __init__(self, linear: torch.nn.Linear) -> None:
-            super().__init__()
-            w = linear.weight.detach().float()  # [N, K]
-            scale = (w.abs().amax(1) / 127).clamp_min(1e-12)  # [N]
-            self.k = w.shape[1]
-            self.w_int8 = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
-            self.scale = scale.to(torch.bfloat16)
-            self.bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.k).to(torch.bfloat16), self.w_int8, self.scale)
-            y = y.reshape(*x.shape[:-1], -1)  # [..., N]
-            return y if self.bias is None else y + self.bias
-
-    head = model.get_output_embeddings()
-    if isinstance(head, torch.nn.Linear) and INT8_HEAD:
-        model.set_output_embeddings(Int8Linear(head))
-    swapped = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.Linear) and child is not head and child.in_features % INT4_GROUP == 0 \
-                    and child.out_features % 16 == 0:
-                setattr(parent, name, Int4Linear(child))
-                swapped += 1
-    return swapped
-
-
-def _buffer_layer_class() -> type:
-    from transformers.cache_utils import DynamicLayer
-
-    class BufferLayer(DynamicLayer):
-        """A full-attention cache layer in one preallocated [B, H, capacity, D] buffer: appending writes
-        one slice (no per-step concatenation copying the whole cache), sliding moves the kept tail once."""
-
-        def __init__(self, capacity: int) -> None:
-            super().__init__()
-            self.capacity = capacity
-            self.length = 0
-
-        def lazy_initialization(self, key_states: Any, value_states: Any) -> None:
-            import torch
-
-            self.device = key_states.device
-            shape_k = (*key_states.shape[:-2], self.capacity, key_states.shape[-1])
-            shape_v = (*value_states.shape[:-2], self.capacity, value_states.shape[-1])
-            self.k_buf = torch.empty(shape_k, dtype=key_states.dtype, device=self.device)
-            self.v_buf = torch.empty(shape_v, dtype=value_states.dtype, device=self.device)
-            self.is_initialized = True
-
-        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
-            if end > self.capacity:
-                raise AlignlabError(f"KV cache overflow ({end} > {self.capacity} positions); this is a bug")
-            self.k_buf[..., self.length:end, :] = key_states
-            self.v_buf[..., self.length:end, :] = value_states
-            self._set_length(end)
-            return self.keys, self.values
-
-        def _set_length(self, n: int) -> None:
-            self.length = n
-            self.keys = self.k_buf[..., :n, :]  # [B, H_kv, n, D] views, no copy
-            self.values = self.v_buf[..., :n, :]
-
-        def get_seq_length(self) -> int:
-            return self.length
-
-        def slide(self, keep_last: int) -> None:
-            """Keep entry 0 (the attention sink) and the newest ``keep_last`` entries."""
-            n = self.length
-            self.k_buf[..., 1:1 + keep_last, :] = self.k_buf[..., n - keep_last:n, :].clone()
-            self.v_buf[..., 1:1 + keep_last, :] = self.v_buf[..., n - keep_last:n, :].clone()
-            self._set_length(1 + keep_last)
-
-    return BufferLayer
-
-
-def new_cache(config: Any, capacity: int) -> Any:
-    """A DynamicCache whose full-attention layers are preallocated buffers (other layer types kept)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    layer_cls = _buffer_layer_class()
-    cache = DynamicCache(config=config)
-    cache.layers = [layer_cls(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
-    return cache
-
-
 class LMProbabilityModel:
     """A Hugging Face causal LM as a :class:`~alignlab.exfil.probmodels.LockstepModel`."""
 
@@ -294,7 +182,12 @@ class LMProbabilityModel:
         self.model = model.to(device="cpu", dtype=torch_dtype).eval()  # in place, as nn.Module.to is
         digest = model_digest(self.model, tokenizer)  # before the int4 swap, which hides the weights
         if dtype == "int4":
+            from alignlab.exfil.quantlinear import int4_linears
+
             int4_linears(self.model)
+        from alignlab.exfil.llama_step import lean_weights
+
+        self._lean = lean_weights(self.model)  # None: the model's own forward (kvstep.HFStep)
         self.tokenizer = tokenizer
         self._in_session = False
         self.wctx = wctx
@@ -342,19 +235,18 @@ class LMProbabilityModel:
     def _forward(self) -> np.ndarray:
         import torch
 
+        from alignlab.exfil.kvstep import make_stepper
+
         if self._cache is None:
-            self._cache = new_cache(self.model.config, self.wctx)
+            self._cache = make_stepper(self.model, self._rows, self.wctx, self._lean)
         if self.max_positions is not None and self._pos >= self.max_positions:
             raise AlignlabError(f"a stream passed this model's {self.max_positions} learned positions; code the "
                                 "input in more streams (--streams) or use a model with rotary positions")
         feed = self._feed + [self.pad_id] * (self._rows - self.n_streams)  # padding rows: never read
-        ids = torch.tensor(feed, dtype=torch.long).view(-1, 1)  # [rows, 1]
-        positions = torch.full_like(ids, self._pos)  # [rows, 1]: lockstep, so one position for all
         with torch.inference_mode():
-            out = self.model(input_ids=ids, position_ids=positions, cache=self._cache, use_cache=True,
-                             logits_to_keep=1)
+            logits = self._cache.forward(feed, self._pos)  # [rows, V]
         self._cached += 1
-        return quantize_rows(out.logits[:self.n_streams, -1].float().numpy())  # [B, V]
+        return quantize_rows(logits[:self.n_streams].numpy())  # [B, V]
 
     def advance(self, tokens: list[int]) -> None:
         """Append one token to every stream (the forward for it runs lazily, on the next query)."""
@@ -365,9 +257,7 @@ class LMProbabilityModel:
         self._feed = list(tokens)
         self._freqs = None
         if self._cached >= self.wctx:  # full: keep the sink and the newest W_ctx/2 − 1 entries
-            for layer in self._cache.layers:
-                if hasattr(layer, "slide"):
-                    layer.slide(self.wctx // 2 - 1)
+            self._cache.slide(self.wctx // 2 - 1)
             self._cached = self.wctx // 2
 
     def tokenize(self, data: bytes) -> list[int] | None:
