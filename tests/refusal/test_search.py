@@ -120,5 +120,12 @@ def test_search_seed_skips_candidates_that_wreck_the_model():
     assert (seed.position, seed.layer) == (-1, 20)
     only_bad = {"chosen": None, "best_bypass": wreck, "finalists": [wreck, cand(-1, 21, -7.9, 1.2, 3.4)]}
     assert search_seed(only_bad, SelectConfig()).layer == 21  # lowest KL when none is sane
+    # none sane: a low-KL candidate that cannot induce refusal loses to one that can (the added condition)
+    quiet = cand(-5, 18, 1.0, -0.78, 0.27)
+    mixed = {"chosen": None, "best_bypass": wreck, "finalists": [quiet, wreck, cand(-1, 22, -3.9, 1.1, 1.5),
+                                                                   cand(-1, 23, -4.7, 1.2, 2.1)]}
+    assert (search_seed(mixed, SelectConfig()).position, search_seed(mixed, SelectConfig()).layer) == (-1, 22)
+    no_inducer = {"chosen": None, "best_bypass": wreck, "finalists": [quiet, wreck]}
+    assert search_seed(no_inducer, SelectConfig()).layer == 18  # then the lowest KL
     rd = cand(-2, 7, -1.0, 1.0, 0.05)
     assert search_seed({"chosen": rd, "best_bypass": rd}, SelectConfig()).layer == 7

@@ -58,7 +58,10 @@ def choose_intervention(state: RunState, sets: PromptSets, r: torch.Tensor, sele
 def search_seed(selection: dict[str, Any], cfg: Any) -> Candidate:
     """The (position, layer) the search starts from: RD's pick when there is one; otherwise the lowest-bypass
     candidate among those that still induce refusal and keep first-token KL within 10x the bound (a candidate
-    that bypasses by wrecking the model, KL 12, is no place to start), then the lowest KL."""
+    that bypasses by wrecking the model, KL 12, is no place to start); otherwise the lowest-KL candidate that
+    still induces refusal (the search fixes the position, and the run's ``added`` condition adds the chosen
+    direction: on the shipped organism the position -5 directions have the lowest KL but induce 3/32 harmless
+    refusals when added, the position -1 ones 32/32); only then the lowest KL."""
     if selection.get("chosen") is not None:
         return Candidate(**selection["chosen"])
     pool = [Candidate(**c) for c in selection.get("finalists", [])] or [Candidate(**selection["best_bypass"])]
@@ -66,7 +69,8 @@ def search_seed(selection: dict[str, Any], cfg: Any) -> Candidate:
     sane = [c for c in finite if c.kl <= 10 * cfg.kl_max and c.induce > cfg.induce_min]
     if sane:
         return min(sane, key=Candidate.key)
-    return min(finite, key=lambda c: (c.kl, c.bypass, c.layer))
+    inducing = [c for c in finite if c.induce > cfg.induce_min]
+    return min(inducing or finite, key=lambda c: (c.kl, c.bypass, c.layer))
 
 
 def stage_search(state: RunState, sets: PromptSets, r: torch.Tensor, best: Candidate) -> Intervention:
