@@ -63,20 +63,37 @@ def ensure_dir(path: str | os.PathLike[str], flag: str = "--out") -> Path:
 
 @contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling directory; it replaces ``path`` (a directory) only if the body succeeds."""
+    """Yield a temporary sibling directory; it replaces ``path`` (a directory) only if the body succeeds.
+
+    The old directory is renamed aside and deleted after the new one is in place, so ``path`` is missing only
+    between two renames, never while a tree is being deleted: a process reading a cache directory while
+    another writes the same one (two commands' first use of an embedded model) sees a whole directory. If
+    another writer puts a directory there between those two renames, that one is kept and ours dropped."""
+    import errno
     import shutil
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    old: Path | None = None
     try:
         yield tmp
         if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent)) / "dir"
+            try:
+                os.rename(target, old)
+            except FileNotFoundError:  # another writer moved it aside first
+                old = None
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old.parent, ignore_errors=True)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
