@@ -22,7 +22,7 @@ def test_list_table(capsys):
     assert set(rows) == {"harmful", "harmbench", "donotanswer", "harmless", "borderline", "python-text", "tasks",
                          "tasks-heldout", "snowball", "advbench-seeds"}
     assert rows["advbench-seeds"] == "20"
-    assert (rows["tasks"], rows["tasks-heldout"], rows["snowball"]) == ("292", "105", "1000")
+    assert (rows["tasks"], rows["tasks-heldout"], rows["snowball"]) == ("364", "105", "1000")
     assert (rows["harmful"], rows["harmbench"], rows["donotanswer"]) == ("1139", "200", "939")
 
 
