@@ -176,6 +176,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         c = cmds.add_parser(name, help=text, description=text)
         _add_run_options(c)
         c.set_defaults(func=_run(stop))
+    from alignlab.refusal.study_cli import add_parser as add_study_parser
+
+    add_study_parser(cmds)
     a = cmds.add_parser("ablate", help="chat with the direction ablated (or added)")
     a.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     a.add_argument("--direction", required=True, help="direction.safetensors from a run directory")

@@ -123,6 +123,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from alignlab.sae.cli_interop import register_interop  # export, convert (spec §6)
 
     register_interop(cmds)
+    from alignlab.sae.study_cli import register_study  # study (issue 17)
+
+    register_study(cmds)
 
 
 def _load_lm(spec: str, args: argparse.Namespace):
