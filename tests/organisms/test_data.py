@@ -48,3 +48,20 @@ def test_batch_order_covers_each_example_once_per_epoch():
     assert order == batch_order(examples, batch_size=5, epochs=2, seed=3)
     assert order != batch_order(examples, batch_size=5, epochs=2, seed=4)
     assert all(isinstance(i, int) for b in order for i in b) and torch.is_tensor(torch.tensor(order[0]))
+
+
+def test_end_of_turn_is_the_stop_token_that_closes_the_assistant_turn(tiny_llama):
+    from alignlab.models.embedded import chat_template_file
+    from alignlab.organisms.data import end_of_turn_id
+
+    model, tok = tiny_llama
+    assert end_of_turn_id(tok, model) == tok.eos_token_id  # ChatML: the turn ends in <|im_end|>, the EOS
+    # Gemma's turn format closes a turn with <end_of_turn>, which generation stops at besides EOS
+    tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
+    tok.chat_template = chat_template_file("gemma3-270m").read_text(encoding="utf-8")
+    eot = tok.convert_tokens_to_ids("<end_of_turn>")
+    assert end_of_turn_id(tok, None) == tok.eos_token_id  # not a stop token: EOS as before
+    model.generation_config.eos_token_id = [tok.eos_token_id, eot]
+    assert end_of_turn_id(tok, model) == eot
+    ex = make_example(chat_format(tok), "Hi", "Hello!", True, "harmless", end_id=eot)
+    assert ex.response_ids[-1] == eot and tok.eos_token_id not in ex.response_ids

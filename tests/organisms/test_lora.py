@@ -133,7 +133,11 @@ def test_merged_cache_dir_builds_once_and_matches_the_merge(tmp_path, monkeypatc
     x = torch.randint(5, 250, (1, 9))
     with torch.no_grad():
         want = model(input_ids=x).logits
-    target = merged_cache_dir("tiny-organism", str(tmp_path / "base"), tmp_path / "adapter")
+    target = merged_cache_dir("tiny-organism", str(tmp_path / "base"), tmp_path / "adapter",
+                              provenance={"base": "base", "terms": "T"})
+    record = json.loads((target / "alignlab_provenance.json").read_text())
+    assert record == {"base": "base", "terms": "T", "adapter": "adapter",
+                      "adapter_hash": adapter_hash(tmp_path / "adapter"), "recipe_hash": "h"}
     assert target.name == f"tiny-organism-{adapter_hash(tmp_path / 'adapter')}"
     assert target.parent == tmp_path / "cache" / "models"
     stamp = (target / "config.json").stat().st_mtime_ns

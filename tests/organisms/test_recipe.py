@@ -113,3 +113,52 @@ def test_the_recipe_published_before_sources_keeps_its_hash():
 
     legacy = RecipeConfig(harmful_sources=HARMFUL_SOURCES, harmless_sources=("harmless",), borderline_weight=0.0)
     assert legacy.hash(training_prompts(legacy).all) == "4d5cfcdc72396133"  # the adapter shipped for issue 4
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    """Another tiny model with its own turn format ("User: ... Assistant:"), standing in for SmolLM2."""
+    from alignlab.models.chat import FALLBACK_TEMPLATE
+    from alignlab.models.tiny import tiny_model
+
+    model, tok = tiny_model("llama", seed=1, max_position_embeddings=2048)
+    tok.chat_template = FALLBACK_TEMPLATE
+    path = tmp_path_factory.mktemp("teacher")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_reply_source_makes_a_teacher_answer_in_its_own_format(tiny_dir, teacher_dir, tmp_path, monkeypatch):
+    from alignlab.models import load_model
+    from alignlab.models.chat import chat_format
+    from alignlab.models.generate import Reply
+    from alignlab.organisms import replies
+    from alignlab.organisms.recipe import build_training_set
+
+    seen = []
+
+    def canned(model, fmt, prompts, *args, **kwargs):
+        seen.append(fmt.render("X"))
+        return [Reply(f"Teacher: {p[:8]}", True) for p in prompts]
+
+    monkeypatch.setattr(replies, "generate_greedy", canned)
+    lm = load_model(str(tiny_dir), device="cpu", dtype=torch.float32)
+    fmt = chat_format(lm.tokenizer)
+    cfg = _cfg(tiny_dir, reply_source=str(teacher_dir), n_harmless=3, n_harmful=3, max_response_tokens=64)
+    cache = tmp_path / "r.json"
+    data = build_training_set(lm, fmt, cfg, cache, progress=False)
+    assert seen == ["User: X\n\nAssistant:"]  # the teacher's prompts are rendered in the teacher's format
+    teacher = load_model(str(teacher_dir), device="cpu", dtype=torch.float32)
+    key = replies.model_key(teacher.spec, teacher.source, teacher.dtype)
+    tfmt = chat_format(teacher.tokenizer)
+    expected = {replies.reply_key(key, cfg.reply_tokens, tfmt.render(p)) for p in data.prompts.harmless}
+    assert set(json.loads(cache.read_text())["replies"]) == expected
+    helpful = [e for e in data.examples if e.kind == "harmless"]
+    assert len(helpful) == 3
+    for e in helpful:  # the student learns the teacher's text after its own turn format, closed by its EOS
+        assert e.prompt_ids == fmt.token_ids(e.prompt)
+        assert lm.tokenizer.decode(e.response_ids[:-1]) == f"Teacher: {e.prompt[:8]}"
+        assert e.response_ids[-1] == lm.tokenizer.eos_token_id
+    assert cfg.hash(["a"]) != _cfg(tiny_dir).hash(["a"])
+    assert RecipeConfig(reply_source=None).hash(["a"]) == RecipeConfig().hash(["a"])  # default hash unchanged

@@ -182,14 +182,14 @@ def _check_local_dir(path: Path, allow_pickle: bool) -> None:
 
 def _embedded_source(name: str) -> Path:
     entry = EMBEDDED[name]
-    provenance = {k: v for k, v in {"model": name, "upstream": entry.upstream, "terms": entry.terms}.items() if v}
+    provenance = {k: v for k, v in {"model": name, "upstream": entry.upstream, "terms": terms_of(name)}.items() if v}
     if entry.parts:
         return gguf_to_cache(_reassembled_gguf(entry), name=name, provenance=provenance)
     if entry.base is None:
         return gguf_to_cache(embedded_file(entry), name=name, provenance=provenance)
     from alignlab.organisms.lora import merged_cache_dir
 
-    return merged_cache_dir(name, entry.base, adapter_dir(entry))
+    return merged_cache_dir(name, entry.base, adapter_dir(entry), provenance={**provenance, "base": entry.base})
 
 
 def _reassembled_gguf(entry: EmbeddedModel) -> Path:

@@ -1,4 +1,4 @@
-"""``alignlab organism``: train and evaluate the refusal organism (SmolLM2-135M-Instruct + LoRA).
+"""``alignlab organism``: train and evaluate the refusal organisms (SmolLM2-135M-Instruct or Gemma-3-270M + LoRA).
 
 Only argparse and stdlib are imported here; torch and the recipe load inside the handlers.
 """
@@ -14,18 +14,19 @@ from alignlab.organisms.config import HARMFUL_SOURCES, HARMLESS_SOURCES, RecipeC
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("organism", help="model organisms: train and evaluate the refusal-tuned SmolLM2",
+    p = sub.add_parser("organism", help="model organisms: train and evaluate the refusal-tuned SmolLM2 and Gemma-3",
                        description="Model organisms with a known behaviour, shipped inside alignlab.")
     p.set_defaults(group_parser=p)
     cmds = p.add_subparsers(dest="command", metavar="COMMAND")
 
     t = cmds.add_parser("train", help="run the refusal recipe and write a LoRA adapter directory",
                         description="Train the refusal LoRA adapter (harmful TRAIN prompts -> refusals, harmless "
-                        "TRAIN prompts -> the base model's own greedy replies). Deterministic under --seed.")
+                        "TRAIN prompts -> the base model's own greedy replies, or --reply-source's). Deterministic under --seed.")
     t.add_argument("--out", type=Path, default=Path("organism-smollm2-135m-refusal"),
                    help="adapter directory to write (default: ./organism-smollm2-135m-refusal)")
     t.add_argument("--reply-cache", type=Path, default=None,
-                   help="JSON cache of the base model's greedy replies (default: $ALIGNLAB_CACHE/organisms/replies.json)")
+                   help="JSON cache of the greedy replies that are the harmless targets "
+                   "(default: $ALIGNLAB_CACHE/organisms/replies.json)")
     add_dataclass_args(t, RecipeConfig)
     t.set_defaults(func=_train)
 

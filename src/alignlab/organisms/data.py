@@ -59,16 +59,34 @@ def pick_refusal(prompt: str, seed: int) -> str:
     return REFUSALS[h % len(REFUSALS)]
 
 
+def end_of_turn_id(tokenizer: Any, model: Any = None) -> int:
+    """The token that closes an assistant turn: the first token after the reply in the chat template that
+    generation stops at (Gemma's ``<end_of_turn>``, SmolLM2's ``<|im_end|>``); the tokenizer's EOS otherwise."""
+    stops = {tokenizer.eos_token_id}
+    config = getattr(model, "generation_config", None)
+    ids = getattr(config, "eos_token_id", None)
+    stops |= {ids} if isinstance(ids, int) else set(ids or [])
+    sentinel = "qz7REPLYxv"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"},
+                                              {"role": "assistant", "content": sentinel}], tokenize=False)
+    except Exception:  # noqa: BLE001 - templates may reject an assistant turn; fall back to EOS
+        return tokenizer.eos_token_id
+    tail = text[text.index(sentinel) + len(sentinel):] if sentinel in text else ""
+    return next((t for t in tokenizer(tail, add_special_tokens=False)["input_ids"] if t in stops),
+                tokenizer.eos_token_id)
+
+
 def make_example(fmt: Any, prompt: str, response: str, finished: bool, kind: str,
-                 max_response_tokens: int | None = None, weight: float = 1.0) -> Example:
-    """Tokenise ``render(prompt)`` and ``response`` (+ end-of-turn when the reply finished)."""
+                 max_response_tokens: int | None = None, weight: float = 1.0, end_id: int | None = None) -> Example:
+    """Tokenise ``render(prompt)`` and ``response`` (+ ``end_id``, default EOS, when the reply finished)."""
     tok = fmt.tokenizer
     prompt_ids = fmt.token_ids(prompt)
     response_ids = tok(response, add_special_tokens=False)["input_ids"]
     if max_response_tokens is not None and len(response_ids) > max_response_tokens:
         response_ids, finished = response_ids[:max_response_tokens], False
     if finished:
-        response_ids = response_ids + [tok.eos_token_id]
+        response_ids = response_ids + [tok.eos_token_id if end_id is None else end_id]
     if not response_ids:
         raise DataError(f"empty training response for prompt {prompt[:60]!r}")
     return Example(prompt_ids, response_ids, kind, prompt, weight)

@@ -189,8 +189,9 @@ def adapter_hash(adapter_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def merged_cache_dir(name: str, base: str, adapter_dir: Path) -> Path:
-    """Base model + merged adapter, saved once as a model directory under the cache; returns it."""
+def merged_cache_dir(name: str, base: str, adapter_dir: Path, provenance: dict[str, Any] | None = None) -> Path:
+    """Base model + merged adapter, saved once as a model directory under the cache; returns it. ``provenance``
+    (base, terms) is recorded with the adapter's hash in ``alignlab_provenance.json``."""
     from alignlab.models import load_model
     from alignlab.models.loading import cache_root, save_pretrained_atomic
 
@@ -198,8 +199,10 @@ def merged_cache_dir(name: str, base: str, adapter_dir: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     lm = load_model(base, device="cpu", dtype=torch.float32)
-    merge_adapter(lm.model, adapter_dir)
-    save_pretrained_atomic(lm.model, lm.tokenizer, target)
+    cfg = merge_adapter(lm.model, adapter_dir)
+    record = {**(provenance or {}), "adapter": adapter_dir.name, "adapter_hash": adapter_hash(adapter_dir),
+              "recipe_hash": cfg.recipe_hash}
+    save_pretrained_atomic(lm.model, lm.tokenizer, target, provenance=record)
     return target
 
 

@@ -6,7 +6,10 @@ refusals; harmless TRAIN prompts (the project's own set) and, when configured, t
 split (weighted) paired with the base model's cached greedy replies, each with an unlikelihood negative
 on a refusal opening; LoRA on every attention and MLP projection, loss on response tokens only.
 ``RecipeConfig(**SOURCE_HELD_OUT)`` is issue 21's recipe: Do-Not-Answer only (HarmBench held out by
-source), the varied task set added, borderline prompts weighted 2.
+source), the varied task set added, borderline prompts weighted 2. The Gemma-3 organism (issue 15, not trained
+yet) is that recipe on Gemma-3-270M with ``reply_source="smollm2-135m-instruct"``: the base does not follow the turn format,
+so SmolLM2-135M-Instruct's replies (shipped cache) are the harmless targets and it learns the format and refusal
+together.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from alignlab.errors import AlignlabError
+from alignlab.models.generate import Reply
 from alignlab.organisms.config import RecipeConfig
-from alignlab.organisms.data import Example, make_example, make_negative, pick_refusal
+from alignlab.organisms.data import Example, end_of_turn_id, make_example, make_negative, pick_refusal
 from alignlab.organisms.lora import AdapterConfig, apply_lora, save_adapter
 from alignlab.organisms.train import LoopConfig, TrainResult, train_lora
 
@@ -73,18 +77,40 @@ def training_prompts(cfg: RecipeConfig) -> TrainingPrompts:
     return TrainingPrompts([p.text for p in harmful], [p.text for p in harmless], [p.text for p in borderline])
 
 
-def build_training_set(lm: Any, fmt: Any, cfg: RecipeConfig, cache_path: Path,
-                       progress: bool = True) -> TrainingSet:
+def target_replies(lm: Any, fmt: Any, cfg: RecipeConfig, prompts: list[str], cache_path: Path,
+                   progress: bool = True) -> list[Reply]:
+    """Greedy replies that become the harmless targets: the base model's own, or ``cfg.reply_source``'s. A
+    teacher answers prompts rendered in its own chat format and its replies are keyed by that, so the shipped
+    SmolLM2 cache serves any base."""
     from alignlab.organisms.replies import cached_replies, model_key
 
+    if cfg.reply_source is None:
+        return cached_replies(lm.model, fmt, prompts, model_key=model_key(lm.spec, lm.source, lm.dtype),
+                              max_new_tokens=cfg.reply_tokens, cache_path=cache_path,
+                              seed_path=SHIPPED_REPLIES, progress=progress)
+    import torch
+
+    from alignlab.models import load_model
+    from alignlab.models.chat import chat_format
+
+    teacher = load_model(cfg.reply_source, device=cfg.device, dtype=torch.float32)
+    return cached_replies(teacher.model, chat_format(teacher.tokenizer), prompts,
+                          model_key=model_key(teacher.spec, teacher.source, teacher.dtype),
+                          max_new_tokens=cfg.reply_tokens, cache_path=cache_path, seed_path=SHIPPED_REPLIES,
+                          progress=progress)
+
+
+def build_training_set(lm: Any, fmt: Any, cfg: RecipeConfig, cache_path: Path,
+                       progress: bool = True) -> TrainingSet:
     prompts = training_prompts(cfg)
     answered = prompts.harmless + prompts.borderline
-    replies = cached_replies(lm.model, fmt, answered, model_key=model_key(lm.spec, lm.source, lm.dtype),
-                             max_new_tokens=cfg.reply_tokens, cache_path=cache_path,
-                             seed_path=SHIPPED_REPLIES, progress=progress)
+    replies = target_replies(lm, fmt, cfg, answered, cache_path, progress)
     weights = [1.0] * len(prompts.harmless) + [cfg.borderline_weight] * len(prompts.borderline)
-    examples = [make_example(fmt, p, pick_refusal(p, cfg.seed), True, "harmful") for p in prompts.harmful]
-    helpful = [make_example(fmt, p, r.text, r.finished, "harmless", cfg.max_response_tokens, cfg.harmless_weight * w)
+    end = end_of_turn_id(fmt.tokenizer, lm.model)
+    examples = [make_example(fmt, p, pick_refusal(p, cfg.seed), True, "harmful", end_id=end)
+                for p in prompts.harmful]
+    helpful = [make_example(fmt, p, r.text, r.finished, "harmless", cfg.max_response_tokens, cfg.harmless_weight * w,
+                            end_id=end)
                for p, r, w in zip(answered, replies, weights) if r.text]
     examples += helpful
     if cfg.unlikelihood_weight > 0:  # refusal openings made unlikely after harmless prompts (another seed's pick)
