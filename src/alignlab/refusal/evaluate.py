@@ -17,7 +17,7 @@ import torch
 from alignlab.data import Prompt
 from alignlab.models.chat import ChatFormat
 from alignlab.refusal.degenerate import flag_outputs, flag_rates
-from alignlab.refusal.forward import COUNTER, logprobs_for, position_ids
+from alignlab.refusal.forward import COUNTER, kept_logits, logprobs_for
 from alignlab.refusal.judge import Judge
 from alignlab.refusal.score import first_token_kl
 from alignlab.refusal.stats import Rate, mcnemar_exact, rate_of
@@ -114,13 +114,7 @@ def _chunk_nll(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], 
         mask[i, width - len(a) - len(b):] = 1
         target_mask[i, width - len(b):] = True
     ids, mask, target_mask = ids.to(device), mask.to(device), target_mask.to(device)
-    COUNTER.forwards += 1
-    kw = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids(mask)}
-    try:
-        logits = model(**kw, logits_to_keep=keep).logits[:, -keep:]  # [rows, keep, vocab]
-    except TypeError:  # models without logits_to_keep
-        logits = model(**kw).logits[:, -keep:]
-    logits = logits[:, :-1].float()  # [rows, keep - 1, vocab]: predicts the last keep - 1 tokens
+    logits = kept_logits(model, ids, mask, keep)[:, :-1].float()  # [rows, keep - 1, vocab]: the last keep - 1
     targets = ids[:, width - keep + 1:]  # [rows, keep - 1]
     nll = torch.logsumexp(logits, -1) - logits.gather(-1, targets[..., None]).squeeze(-1)
     sel = target_mask[:, width - keep + 1:]

@@ -31,14 +31,20 @@ def last_logprobs(model: torch.nn.Module, enc: Encoded, rows: slice | None = Non
     ids, mask = enc.input_ids, enc.attention_mask
     if rows is not None:
         ids, mask = ids[rows], mask[rows]
-    COUNTER.forwards += 1
     with torch.no_grad():
-        try:
-            out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False,
-                        logits_to_keep=1)
-        except TypeError:  # models without logits_to_keep
-            out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False)
-    return torch.log_softmax(out.logits[:, -1, :].double(), dim=-1)
+        logits = kept_logits(model, ids, mask, 1)
+    return torch.log_softmax(logits[:, -1, :].double(), dim=-1)
+
+
+def kept_logits(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
+    """Logits of the last ``keep`` positions of left-padded rows, no KV cache: [batch, keep, vocab]."""
+    COUNTER.forwards += 1
+    kw = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids(mask), "use_cache": False}
+    try:
+        out = model(**kw, logits_to_keep=keep)
+    except TypeError:  # models without logits_to_keep
+        out = model(**kw)
+    return out.logits[:, -keep:]
 
 
 def batches(texts: Sequence[str], batch_size: int) -> Iterator[tuple[int, list[str]]]:
