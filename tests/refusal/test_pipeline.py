@@ -199,3 +199,28 @@ def test_edited_replies_generated_when_the_check_finds_a_difference(tiny_dir, tm
     assert ev["edited_generation"]["shared_with_ablated"] is False
     assert ev["edited_generation"]["identical"] < ev["edited_generation"]["checked"]
     assert ("edited", "harmful", 3) in calls and ("edited", "harmless", 3) in calls  # generated in full
+
+
+def test_rerun_with_other_edit_options_reuses_the_hooked_conditions(run_dir, tiny_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import alignlab.refusal.eval_stage as es
+
+    out = tmp_path / "naive"
+    shutil.copytree(run_dir, out)
+    made = []
+    real = es.generate
+
+    def counting(*a, **k):
+        made.append(k["condition"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(es, "generate", counting)
+    assert main(["refusal", "run", str(tiny_dir), "--out", str(out), *SMALL, "--norm-preserve", "rows"]) == 0
+    assert made and set(made) == {"edited"}  # base, ablated and added came from hooked.json
+    before = json.loads((run_dir / "evaluation.json").read_text())
+    after = json.loads((out / "evaluation.json").read_text())
+    assert after["key"] != before["key"]
+    for name in ("base/harmful", "ablated/harmless", "added/harmless"):
+        assert after["samples"][name] == before["samples"][name]
+    assert after["kl_harmless"]["ablated"] == before["kl_harmless"]["ablated"]

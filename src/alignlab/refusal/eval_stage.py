@@ -2,7 +2,8 @@
 
 ``evaluate_hooked`` runs on the base weights: the ``base``, ``ablated`` (hooks) and ``added`` conditions,
 and the base log-probs KL is measured against. ``evaluate_edited`` runs after the edit on the same, now
-edited, model. When the edit is exact (edited logits equal hooked logits up to rounding), the edited
+edited, model (the hooked half is saved as ``hooked.json``, so a rerun with other edit options skips it).
+When the edit is exact (edited logits equal hooked logits up to rounding), the edited
 model's greedy replies are the ablated model's: it generates a sample per split, and only if every sampled
 reply is identical are the ablated replies reused for the rest (the check is in ``edited_generation``).
 """
@@ -52,9 +53,19 @@ def cached_evaluation(state: RunState) -> dict[str, Any] | None:
     return cached
 
 
+def hooked_key(state: RunState) -> str:
+    """The hooked conditions depend on the intervention, the evaluation settings and the prompts, not on the
+    weight edit's options: a second run that only changes --postnorm or --norm-preserve reuses them."""
+    return key_of(state.keys["intervention"], asdict(state.cfg.eval), state.keys["data"])
+
+
 def evaluate_hooked(state: RunState, sets: PromptSets, chosen: Intervention) -> HookedEval:
-    """The conditions that need the base weights (call before the edit)."""
+    """The conditions that need the base weights (call before the edit); reused from ``hooked.json`` when a
+    run with the same intervention and evaluation settings made them."""
     assert state.lm is not None and state.fmt is not None
+    cached = _cached_hooked(state, sets)
+    if cached is not None:
+        return cached
     cfg, model, fmt = state.cfg.eval, state.lm.model, state.fmt
     start = time.perf_counter()
     d = chosen.direction.float()
@@ -69,7 +80,29 @@ def evaluate_hooked(state: RunState, sets: PromptSets, chosen: Intervention) -> 
     if cfg.ce:
         completions = _find(gens, "base", "harmless").responses
         ce = {c: completion_ce(model, fmt, harmless, completions, cfg.batch_size, ctx) for c, ctx in contexts.items()}
-    return HookedEval(gens, base_lp, kl, ce, time.perf_counter() - start)
+    out = HookedEval(gens, base_lp, kl, ce, time.perf_counter() - start)
+    state.run.save_json("hooked.json", hooked_key(state), {
+        "gens": [{"condition": g.condition, "split": g.split, "prompts": [p.text for p in g.prompts],
+                  "responses": g.responses, "finished": g.finished, "refused": g.refused} for g in gens],
+        "kl": kl, "ce": ce, "seconds": round(out.seconds, 3)})
+    return out
+
+
+def _cached_hooked(state: RunState, sets: PromptSets) -> HookedEval | None:
+    """The saved hooked conditions, with the base log-probs recomputed (one forward; 8 bytes x vocab per prompt
+    are not worth storing); None when absent, stale, or made from other prompts."""
+    assert state.lm is not None and state.fmt is not None
+    saved = state.run.load_json("hooked.json", hooked_key(state))
+    if saved is None:
+        return None
+    gens = []
+    for g in saved["gens"]:
+        prompts = getattr(sets, g["split"])["test"]
+        if [p.text for p in prompts] != g["prompts"]:
+            return None
+        gens.append(Generated(g["condition"], g["split"], prompts, g["responses"], g["finished"], g["refused"]))
+    base_lp = logprobs_for(state.lm.model, state.fmt, sets.texts("harmless", "test"), state.cfg.eval.batch_size)
+    return HookedEval(gens, base_lp, saved["kl"], saved["ce"], saved["seconds"])
 
 
 def evaluate_edited(state: RunState, sets: PromptSets, hooked: HookedEval, exact: bool) -> dict[str, Any]:
