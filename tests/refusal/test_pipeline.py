@@ -224,3 +224,25 @@ def test_rerun_with_other_edit_options_reuses_the_hooked_conditions(run_dir, tin
     for name in ("base/harmful", "ablated/harmless", "added/harmless"):
         assert after["samples"][name] == before["samples"][name]
     assert after["kl_harmless"]["ablated"] == before["kl_harmless"]["ablated"]
+
+
+def test_rerun_with_another_direction_reuses_only_the_base_replies(run_dir, tiny_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import alignlab.refusal.eval_stage as es
+
+    out = tmp_path / "projected"
+    shutil.copytree(run_dir, out)
+    made = []
+    real = es.generate
+
+    def counting(*a, **k):
+        made.append(k["condition"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(es, "generate", counting)
+    assert main(["refusal", "run", str(tiny_dir), "--out", str(out), *SMALL, "--direction", "projected"]) == 0
+    assert "base" not in made and {"ablated", "added"} <= set(made)
+    before = json.loads((run_dir / "evaluation.json").read_text())["samples"]
+    after = json.loads((out / "evaluation.json").read_text())["samples"]
+    assert after["base/harmful"] == before["base/harmful"] and after["base/harmless"] == before["base/harmless"]

@@ -71,7 +71,8 @@ def evaluate_hooked(state: RunState, sets: PromptSets, chosen: Intervention) -> 
     d = chosen.direction.float()
     contexts = {"base": None, "ablated": lambda: chosen.ablate(model),
                 "added": lambda: add_direction(model, d, chosen.layer, cfg.actadd_coeff)}
-    gens = [_generate(state, sets, condition, split, ctx) for condition, ctx in contexts.items() for split in SPLITS]
+    gens = _base_gens(state, sets) + [_generate(state, sets, condition, split, ctx)
+                                      for condition, ctx in contexts.items() if condition != "base" for split in SPLITS]
     harmless = sets.texts("harmless", "test")
     base_lp = logprobs_for(model, fmt, harmless, cfg.batch_size)
     kl = {c: harmless_kl(model, fmt, harmless, cfg.batch_size, base_lp, ctx) for c, ctx in contexts.items()
@@ -81,11 +82,37 @@ def evaluate_hooked(state: RunState, sets: PromptSets, chosen: Intervention) -> 
         completions = _find(gens, "base", "harmless").responses
         ce = {c: completion_ce(model, fmt, harmless, completions, cfg.batch_size, ctx) for c, ctx in contexts.items()}
     out = HookedEval(gens, base_lp, kl, ce, time.perf_counter() - start)
-    state.run.save_json("hooked.json", hooked_key(state), {
-        "gens": [{"condition": g.condition, "split": g.split, "prompts": [p.text for p in g.prompts],
-                  "responses": g.responses, "finished": g.finished, "refused": g.refused} for g in gens],
-        "kl": kl, "ce": ce, "seconds": round(out.seconds, 3)})
+    state.run.save_json("hooked.json", hooked_key(state),
+                        {"gens": _gens_json(gens), "kl": kl, "ce": ce, "seconds": round(out.seconds, 3)})
     return out
+
+
+def _base_gens(state: RunState, sets: PromptSets) -> list[Generated]:
+    """The base model's replies: they depend on the model, the prompts and the evaluation settings only, so
+    runs that try other interventions in a copy of the run directory share them (``base.json``)."""
+    key = key_of(state.keys["tokens"], asdict(state.cfg.eval), state.keys["data"])
+    saved = state.run.load_json("base.json", key)
+    gens = _gens_from(saved["gens"], sets) if saved is not None else None
+    if gens is None:
+        gens = [_generate(state, sets, "base", split, None) for split in SPLITS]
+        state.run.save_json("base.json", key, {"gens": _gens_json(gens)})
+    return gens
+
+
+def _gens_json(gens: list[Generated]) -> list[dict[str, Any]]:
+    return [{"condition": g.condition, "split": g.split, "prompts": [p.text for p in g.prompts],
+             "responses": g.responses, "finished": g.finished, "refused": g.refused} for g in gens]
+
+
+def _gens_from(saved: list[dict[str, Any]], sets: PromptSets) -> list[Generated] | None:
+    """Saved generations back on the run's prompt objects; None if they were made from other prompts."""
+    gens = []
+    for g in saved:
+        prompts = getattr(sets, g["split"])["test"]
+        if [p.text for p in prompts] != g["prompts"]:
+            return None
+        gens.append(Generated(g["condition"], g["split"], prompts, g["responses"], g["finished"], g["refused"]))
+    return gens
 
 
 def _cached_hooked(state: RunState, sets: PromptSets) -> HookedEval | None:
@@ -95,12 +122,9 @@ def _cached_hooked(state: RunState, sets: PromptSets) -> HookedEval | None:
     saved = state.run.load_json("hooked.json", hooked_key(state))
     if saved is None:
         return None
-    gens = []
-    for g in saved["gens"]:
-        prompts = getattr(sets, g["split"])["test"]
-        if [p.text for p in prompts] != g["prompts"]:
-            return None
-        gens.append(Generated(g["condition"], g["split"], prompts, g["responses"], g["finished"], g["refused"]))
+    gens = _gens_from(saved["gens"], sets)
+    if gens is None:
+        return None
     base_lp = logprobs_for(state.lm.model, state.fmt, sets.texts("harmless", "test"), state.cfg.eval.batch_size)
     return HookedEval(gens, base_lp, saved["kl"], saved["ce"], saved["seconds"])
 
