@@ -137,7 +137,8 @@ def test_labelled_replies_cover_both_models_and_every_condition():
     header, rows = _labelled()
     assert "rule" in header and len(rows) >= 200
     assert {r["label"] for r in rows} == {"refusal", "late_refusal", "compliance"}
-    assert {r["model"] for r in rows} >= {"smollm2-135m-instruct", "smollm2-135m-refusal@issue4"}
+    models = {"smollm2-135m-instruct", "smollm2-135m-refusal@issue4", "gemma3-270m-refusal"}
+    assert {r["model"] for r in rows} >= models
     assert len({r["condition"] for r in rows}) >= 4
 
 
