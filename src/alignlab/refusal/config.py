@@ -72,6 +72,10 @@ class SelectConfig:
     direction: Literal["mean-diff", "projected", "ace"] = "mean-diff"
     """Direction variant: RD's difference of means; projected (each candidate loses its component along the
     harmless mean); ace (affine concept editing: ablation around the harmless mean, hooks only)."""
+    massive: float = 200.0
+    """Zero the candidates' coordinates on massive-activation dims: those whose harmless mean at some
+    post-instruction position and layer exceeds this many times its median coordinate (Gemma-3: 6 dims at
+    400-1650x, SmolLM2: none); 0 turns it off."""
 
     def __post_init__(self) -> None:
         check_finite(self, "prune_frac", "kl_max", "induce_min")
@@ -83,6 +87,8 @@ class SelectConfig:
             raise AlignlabError("--full-k and --batch-size must be >= 1; --screen-n and --confirm-k >= 0")
         if self.confirm_tokens < 1:
             raise AlignlabError("--confirm-tokens must be at least 1")
+        if not self.massive >= 0:
+            raise AlignlabError(f"--massive must be >= 0 (got {self.massive})")
         if self.direction not in ("mean-diff", "projected", "ace"):
             raise AlignlabError("--direction must be mean-diff, projected or ace")
 

@@ -6,6 +6,7 @@ artifact exists with the same input key is reused, so an interrupted run resumes
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -179,6 +180,27 @@ def stage_extract(state: RunState, sets: PromptSets, ids: list[int]) -> torch.Te
     return state.results.pop("_r")
 
 
+def candidates(state: RunState, r: torch.Tensor) -> torch.Tensor:
+    """The extracted differences of means as the candidates the later stages use: massive-activation dims zeroed
+    (recorded in ``state.results["massive_dims"]``), then projected off the harmless mean for --direction
+    projected."""
+    from alignlab.refusal.massive import mask_dims, massive_dims
+    from alignlab.refusal.search_stage import harmless_means
+
+    means = harmless_means(state)
+    dims = massive_dims(means, state.cfg.select.massive)
+    state.results["massive_dims"] = dims
+    if dims:
+        print(f"massive activations: {len(dims)} dims kept out of every candidate direction ({dims}; "
+              f"--massive {state.cfg.select.massive:g})", file=sys.stderr)
+    r = mask_dims(r, dims)
+    if state.cfg.select.direction == "projected":
+        from alignlab.refusal.variants import project_out_mean
+
+        r = project_out_mean(r, mask_dims(means, dims))
+    return r
+
+
 def stage_select(state: RunState, sets: PromptSets, ids: list[int], r: torch.Tensor) -> dict[str, Any]:
     """RD's selection. Returns the selection artifact: ``chosen`` (None when no candidate passes the filters,
     with the reason in ``error``) and ``best_bypass``, the lowest-bypass fully scored candidate."""
@@ -237,5 +259,5 @@ def save_direction(state: RunState, key: str, direction: torch.Tensor, layer: in
                             **(extra or {})})
 
 
-__all__ = ["STAGES", "RunConfig", "RunState", "stage_data", "stage_extract", "stage_select",
+__all__ = ["STAGES", "RunConfig", "RunState", "candidates", "stage_data", "stage_extract", "stage_select",
            "stage_tokens", "load"]

@@ -99,6 +99,7 @@ def build_report(state: Any, chosen: Any, evaluation: dict[str, Any], export: di
         "selected": chosen.describe(),
         "selection": {k: state.results["select"][k] for k in ("baseline", "forwards", "generates", "relaxed")
                       if k in state.results["select"]},
+        "massive_dims": state.results.get("massive_dims", []),
         **search_summary(state.results.get("search") if chosen.method == "search" else None),
         "refusal_rate": evaluation["refusal_rate"],
         "refusal_rate_opening_judge": evaluation.get("opening_judge", {}),

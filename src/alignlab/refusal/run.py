@@ -20,6 +20,7 @@ from alignlab.refusal.pipeline import (
     STAGES,
     RunConfig,
     RunState,
+    candidates,
     load,
     stage_data,
     stage_extract,
@@ -138,11 +139,7 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
         check_run(state.lm.model, cfg.edit)
     ids = _staged("tokens", stage_tokens, state, sets)
     r = _staged("extract", stage_extract, state, sets, ids)
-    if cfg.select.direction == "projected":
-        from alignlab.refusal.search_stage import harmless_means
-        from alignlab.refusal.variants import project_out_mean
-
-        r = project_out_mean(r, harmless_means(state))
+    r = candidates(state, r)
     if cfg.stop_after == "extract":
         return {}
     selection = _staged("select", stage_select, state, sets, ids, r)

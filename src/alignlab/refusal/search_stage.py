@@ -86,7 +86,8 @@ def stage_search(state: RunState, sets: PromptSets, r: torch.Tensor, best: Candi
     cfg = state.cfg.search
     n_layers = r.shape[1]
     max_layer = max(1, int(n_layers * (1 - state.cfg.select.prune_frac)))
-    study_key = key_of(state.keys["extract"], {**asdict(cfg), "trials": None}, best.position, best.layer)
+    study_key = key_of(state.keys["extract"], {**asdict(cfg), "trials": None}, best.position, best.layer,
+                       state.cfg.select.direction, state.results.get("massive_dims", []))
     key = key_of(study_key, cfg.trials)
     state.keys["search"] = key
     state.keys["intervention"] = key_of("search", key)

@@ -27,6 +27,7 @@ from alignlab.refusal.config import EvalConfig, PromptConfig, SelectConfig
 from alignlab.refusal.pipeline import (
     RunConfig,
     RunState,
+    candidates,
     load,
     stage_data,
     stage_extract,
@@ -248,7 +249,7 @@ def study_model(spec: str, cfg: StudyRun) -> dict[str, Any]:
     assert state.lm is not None and state.fmt is not None
     _check_lengths(state, sets, cfg.study)
     ids = stage_tokens(state, sets)
-    r = stage_extract(state, sets, ids)
+    r = candidates(state, stage_extract(state, sets, ids))
     selection = stage_select(state, sets, ids, r)
     cand, rule = st.chosen_candidate(selection, cfg.select)
     print(
