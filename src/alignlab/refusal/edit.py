@@ -5,7 +5,10 @@ Every residual writer is edited in output space so that it can no longer write a
 Conv1D [in, d] likewise on its rows, fused experts per expert along their d axis. A tied head is
 untied first: the final norm's gain re-creates an r-component, so the head must stay as it was.
 For models with a norm between a writer and the residual add (Gemma-2/3, OLMo-2) no weight edit is
-exact; policy ``approximate`` uses W <- Γ⁻¹PΓW so the write is r-free up to a per-token scale.
+exact; policy ``approximate`` uses W <- W - Γ⁺r̂(r̂ᵀΓW) (Γ⁺ = Γ⁻¹ where the gain is not near 0) so the write is
+r-free up to a per-token scale and r̂'s weight on near-zero gains. Gemma-3-270M has such coordinates in 34 of its
+36 post-sublayer norms; inverting them (Γ⁻¹) blew those coordinates of the write up, and the earlier fallback to
+the naive edit made ``approximate`` equal ``naive`` there.
 """
 
 from __future__ import annotations
@@ -40,9 +43,24 @@ def project_out_vector(b: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return b - (b @ r) * r
 
 
+EDIT_REVISION = 2
+"""Bumped when the edit's arithmetic changes (2: Γ⁺ for near-zero post-norm gains); part of the edit stage's
+artifact key, so a run directory made by an older edit recomputes the edit, its gap and the edited condition."""
+GAIN_RTOL = 1e-3
+"""Gain coordinates below this fraction of the largest |γ| are not inverted (Γ⁺ instead of Γ⁻¹)."""
+
+
+def inverse_gain(gamma: torch.Tensor) -> torch.Tensor:
+    """Γ⁺ of a norm's gain γ [d]: 1/γ_i where |γ_i| >= GAIN_RTOL·max|γ|, else 0 (a coordinate the norm nearly
+    zeroes is left as it is: inverting it would blow that coordinate of the write up by 1/γ_i)."""
+    keep = gamma.abs() >= GAIN_RTOL * gamma.abs().max()
+    return torch.where(keep, 1.0 / torch.where(keep, gamma, torch.ones_like(gamma)), torch.zeros_like(gamma))
+
+
 def postnorm_columns(W: torch.Tensor, r: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """W [d, in] -> Γ⁻¹PΓW: after the post-norm's gain Γ the write has no r-component."""
-    return W - torch.outer(r / gamma, r @ (gamma[:, None] * W))
+    """W [d, in] -> W - Γ⁺r(rᵀΓW): after the post-norm's gain Γ the write has no r-component (exactly when every
+    γ_i is invertible; else the left-over fraction is r's weight on the near-zero gains, Σ r_i²)."""
+    return W - torch.outer(r * inverse_gain(gamma), r @ (gamma[:, None] * W))
 
 
 def preserve_column_norms(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
@@ -106,9 +124,9 @@ def _writer_gamma(anatomy: Anatomy, block: BlockMap, writer: Writer, cfg: EditCo
     if cfg.postnorm == "naive":
         return None
     gamma = norm_gain(anatomy.module(post), anatomy.d_model)
-    if gamma.abs().min() < 1e-3 * gamma.abs().max():
-        rep.notes.append(f"{post}: gain too close to 0 for the approximate edit; used the naive edit")
-        return None
+    small = int((gamma.abs() < GAIN_RTOL * gamma.abs().max()).sum())
+    if small:
+        rep.notes.append(f"{post}: {small} gain coordinates below {GAIN_RTOL:g} of the largest, left uninverted (Γ⁺)")
     return gamma
 
 
@@ -142,7 +160,10 @@ def _edit_writer(model: nn.Module, writer: Writer, r: torch.Tensor, gamma, cfg: 
     if getattr(module, "bias", None) is not None:
         def bias_fn(b):
             rr = r.to(b)
-            return project_out_vector(b, rr) if gamma is None else b - (rr @ (gamma.to(b) * b)) * rr / gamma.to(b)
+            if gamma is None:
+                return project_out_vector(b, rr)
+            g = gamma.to(b)
+            return b - (rr @ (g * b)) * rr * inverse_gain(g)
 
         _edit_param(module.bias, bias_fn)
 

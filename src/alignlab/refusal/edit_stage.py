@@ -37,7 +37,9 @@ class Hooked:
 
 
 def edit_key(state: RunState) -> str:
-    key = key_of(state.keys["intervention"], asdict(state.cfg.edit))
+    from alignlab.refusal.edit import EDIT_REVISION
+
+    key = key_of(state.keys["intervention"], asdict(state.cfg.edit), EDIT_REVISION)
     state.keys["edit"] = key
     return key
 

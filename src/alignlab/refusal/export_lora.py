@@ -106,16 +106,14 @@ class _Vectors(NamedTuple):
 
 def _vectors(anatomy: Anatomy, block: BlockMap, role: str, r: torch.Tensor, postnorm: str) -> _Vectors:
     """As ``edit.orthogonalize``: u = v = r̂, or behind a post-sublayer norm with gain γ (policy approximate)
-    W <- Γ⁻¹PΓW, i.e. u = r̂/γ, v = γ∘r̂ (falling back to r̂ when γ has a near-zero entry)."""
-    from alignlab.refusal.edit import norm_gain
+    W <- W - Γ⁺r̂(r̂ᵀΓW), i.e. u = Γ⁺r̂, v = γ∘r̂ (Γ⁺: 1/γ on the coordinates whose gain is not near 0)."""
+    from alignlab.refusal.edit import inverse_gain, norm_gain
 
     post = block.post_attn_norm if role == "attn" else block.post_mlp_norm
     if post is None or postnorm == "naive":
         return _Vectors(r, r)
     gamma = norm_gain(anatomy.module(post), anatomy.d_model).to(r)
-    if gamma.abs().min() < 1e-3 * gamma.abs().max():
-        return _Vectors(r, r)
-    return _Vectors(r / gamma, gamma * r)
+    return _Vectors(r * inverse_gain(gamma), gamma * r)
 
 
 def _writer_factor(model: nn.Module, writer: Writer, vec: _Vectors, w: float) -> LoraFactor:
