@@ -201,12 +201,12 @@ def test_edited_replies_generated_when_the_check_finds_a_difference(tiny_dir, tm
     assert ("edited", "harmful", 3) in calls and ("edited", "harmless", 3) in calls  # generated in full
 
 
-def test_rerun_with_other_edit_options_reuses_the_hooked_conditions(run_dir, tiny_dir, tmp_path, monkeypatch):
+def _rerun_counting(run_dir, tiny_dir, out, monkeypatch, *extra: str) -> list[str]:
+    """Rerun in a copy of ``run_dir`` with ``extra`` flags; the conditions it generated replies for."""
     import shutil
 
     import alignlab.refusal.eval_stage as es
 
-    out = tmp_path / "naive"
     shutil.copytree(run_dir, out)
     made = []
     real = es.generate
@@ -216,7 +216,13 @@ def test_rerun_with_other_edit_options_reuses_the_hooked_conditions(run_dir, tin
         return real(*a, **k)
 
     monkeypatch.setattr(es, "generate", counting)
-    assert main(["refusal", "run", str(tiny_dir), "--out", str(out), *SMALL, "--norm-preserve", "rows"]) == 0
+    assert main(["refusal", "run", str(tiny_dir), "--out", str(out), *SMALL, *extra]) == 0
+    return made
+
+
+def test_rerun_with_other_edit_options_reuses_the_hooked_conditions(run_dir, tiny_dir, tmp_path, monkeypatch):
+    out = tmp_path / "naive"
+    made = _rerun_counting(run_dir, tiny_dir, out, monkeypatch, "--norm-preserve", "rows")
     assert made and set(made) == {"edited"}  # base, ablated and added came from hooked.json
     before = json.loads((run_dir / "evaluation.json").read_text())
     after = json.loads((out / "evaluation.json").read_text())
@@ -227,21 +233,8 @@ def test_rerun_with_other_edit_options_reuses_the_hooked_conditions(run_dir, tin
 
 
 def test_rerun_with_another_direction_reuses_only_the_base_replies(run_dir, tiny_dir, tmp_path, monkeypatch):
-    import shutil
-
-    import alignlab.refusal.eval_stage as es
-
     out = tmp_path / "projected"
-    shutil.copytree(run_dir, out)
-    made = []
-    real = es.generate
-
-    def counting(*a, **k):
-        made.append(k["condition"])
-        return real(*a, **k)
-
-    monkeypatch.setattr(es, "generate", counting)
-    assert main(["refusal", "run", str(tiny_dir), "--out", str(out), *SMALL, "--direction", "projected"]) == 0
+    made = _rerun_counting(run_dir, tiny_dir, out, monkeypatch, "--direction", "projected")
     assert "base" not in made and {"ablated", "added"} <= set(made)
     before = json.loads((run_dir / "evaluation.json").read_text())["samples"]
     after = json.loads((out / "evaluation.json").read_text())["samples"]

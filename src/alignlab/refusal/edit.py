@@ -124,7 +124,7 @@ def _writer_gamma(anatomy: Anatomy, block: BlockMap, writer: Writer, cfg: EditCo
     if cfg.postnorm == "naive":
         return None
     gamma = norm_gain(anatomy.module(post), anatomy.d_model)
-    small = int((gamma.abs() < GAIN_RTOL * gamma.abs().max()).sum())
+    small = int((inverse_gain(gamma) == 0).sum())  # the coordinates Γ⁺ leaves uninverted
     if small:
         rep.notes.append(f"{post}: {small} gain coordinates below {GAIN_RTOL:g} of the largest, left uninverted (Γ⁺)")
     return gamma
