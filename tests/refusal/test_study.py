@@ -326,6 +326,21 @@ def test_last_instruction_and_response_means_match_hidden_states(tiny_llama):
     torch.testing.assert_close(got_r, want_r / n_r, atol=1e-5, rtol=1e-5)  # left padding changes nothing
 
 
+def test_contrast_directions_are_masked_like_the_instruction_candidates():
+    from alignlab.refusal.study_directions import ContrastDirections, masked
+
+    g = torch.Generator().manual_seed(0)
+    b, c, last = (torch.randn(3, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    cd = ContrastDirections(b, c, last, {"refusals": 2}, ["note"])
+    assert masked(cd, []) is cd
+    out = masked(cd, [1, 6])
+    for got, want in ((out.refusal_vs_compliance, b), (out.base_responses, c), (out.last_instruction, last)):
+        assert got[:, [1, 6]].abs().max() == 0
+        keep = [i for i in range(8) if i not in (1, 6)]
+        assert torch.equal(got[:, keep], want[:, keep])
+    assert b[:, 1].abs().min() > 0 and out.counts == cd.counts and out.notes == cd.notes  # inputs untouched
+
+
 def test_single_layer_ablation_and_every_layer_subtraction(tiny_llama):
     from alignlab.models.hooks import hook_context
     from alignlab.refusal.study_conditions import ablate_at, subtract_every_layer

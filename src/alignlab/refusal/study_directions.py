@@ -13,7 +13,7 @@ All means are float64 running sums over the selected token positions; nothing pe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -22,6 +22,7 @@ from alignlab.models.anatomy import map_model
 from alignlab.models.chat import ChatFormat
 from alignlab.models.hooks import hook_context
 from alignlab.refusal.forward import COUNTER, position_ids
+from alignlab.refusal.massive import mask_dims
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,19 @@ class ContrastDirections:
     """[n_layers, d]: harmful minus harmless resid_pre at the last user-text token."""
     counts: dict[str, int]
     notes: list[str]
+
+
+def masked(cd: ContrastDirections, dims: list[int]) -> ContrastDirections:
+    """cd with the massive-activation coordinates zeroed in every direction, as the instruction candidates are
+    (``refusal.massive``); cd itself when there are none."""
+    if not dims:
+        return cd
+    return replace(
+        cd,
+        refusal_vs_compliance=mask_dims(cd.refusal_vs_compliance, dims),
+        base_responses=mask_dims(cd.base_responses, dims),
+        last_instruction=mask_dims(cd.last_instruction, dims),
+    )
 
 
 def contrast_directions(

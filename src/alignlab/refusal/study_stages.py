@@ -22,7 +22,7 @@ from alignlab.refusal.prompts import PromptSets
 from alignlab.refusal.select import Candidate
 from alignlab.refusal.study_conditions import Direction
 from alignlab.refusal.study_config import StudyConfig
-from alignlab.refusal.study_directions import ContrastDirections, ResponseSets, contrast_directions
+from alignlab.refusal.study_directions import ContrastDirections, ResponseSets, contrast_directions, masked
 
 
 def load_artifact(state: RunState, name: str, key: str) -> dict[str, Any] | None:
@@ -111,18 +111,23 @@ def responses(
 def contrasts(
     state: RunState, sets: PromptSets, rs: ResponseSets, responses_key: str, cfg: StudyConfig
 ) -> tuple[ContrastDirections, str]:
-    """The response-contrast and last-instruction-token directions (cached safetensors + JSON)."""
+    """The response-contrast and last-instruction-token directions (cached safetensors + JSON, unmasked), with
+    the run's massive-activation dims zeroed as in the instruction candidates; the returned key names the mask
+    so that later stages keyed on it recompute when the mask changes."""
     key = key_of(responses_key, state.keys["fit"])
+    dims = state.results.get("massive_dims", [])
+    out_key = key_of(key, "massive", dims) if dims else key
     tensors = state.run.load_tensors("study/directions.safetensors", key)
     meta = load_artifact(state, "study/directions.json", key)
     if tensors is not None and meta is not None:
-        return ContrastDirections(
+        cached = ContrastDirections(
             tensors["refusal_vs_compliance"],
             tensors["base_responses"],
             tensors["last_instruction"],
             meta["counts"],
             meta["notes"],
-        ), key
+        )
+        return masked(cached, dims), out_key
     assert state.lm is not None and state.fmt is not None
     cd = contrast_directions(
         state.lm.model,
@@ -143,7 +148,7 @@ def contrasts(
         {"model": state.cfg.model},
     )
     state.run.save_json("study/directions.json", key, {"counts": cd.counts, "notes": cd.notes})
-    return cd, key
+    return masked(cd, dims), out_key
 
 
 def contrast_layers(
