@@ -112,11 +112,15 @@ def _check_lengths(state: RunState, sets: PromptSets) -> None:
 
 
 def _staged(name: str, fn: Callable[..., T], *args: Any) -> T:
-    """Run one stage; in a log (stderr not a terminal) a line at its start and end."""
+    """Run one stage; in a log (stderr not a terminal) a line at its start and end. Memory the stage freed
+    goes back to the system before the next one starts."""
+    from alignlab.models.memory import release_memory
     from alignlab.progress import stage
 
     with stage(name):
-        return fn(*args)
+        out = fn(*args)
+    release_memory()
+    return out
 
 
 def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
