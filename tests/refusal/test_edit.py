@@ -191,3 +191,45 @@ def test_bad_direction_is_one_line_error():
         orthogonalize(model, torch.randn(32))
     with pytest.raises(AlignlabError, match="width"):
         orthogonalize(model, torch.full((64,), float("nan")))
+
+
+def test_in_place_edits_equal_the_pure_functions_and_copy_nothing():
+    from alignlab.refusal.edit import (postnorm_columns, postnorm_columns_, project_out_columns_, project_out_rows,
+                                       project_out_rows_)
+
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(16, 24, generator=g, dtype=torch.float64)
+    E = torch.randn(40, 16, generator=g, dtype=torch.float64)
+    r = torch.randn(16, generator=g, dtype=torch.float64)
+    r /= r.norm()
+    gamma = torch.randn(16, generator=g, dtype=torch.float64)
+    gamma[3] = 1e-6  # one near-zero gain: Γ⁺ leaves it uninverted
+    for pure, inplace, M, args in ((project_out_columns, project_out_columns_, W, ()),
+                                   (project_out_rows, project_out_rows_, E, ()),
+                                   (postnorm_columns, postnorm_columns_, W, (gamma,)),
+                                   (project_out_columns, project_out_columns_, E.T, ())):  # a transposed view
+        want = pure(M.clone(), r, *args)
+        work = M.clone()
+        ptr = work.data_ptr()
+        got = inplace(work, r, *args)
+        assert got.data_ptr() == ptr == work.data_ptr()
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    orig = W.clone()
+    assert not torch.equal(project_out_columns_(W, r), orig)  # the argument itself changed
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text"])
+def test_orthogonalize_edits_float32_weights_in_their_own_storage(family, monkeypatch):
+    def no_outer(*args, **kwargs):
+        raise AssertionError("an outer product the size of a weight matrix was materialised")
+
+    model, _ = tiny_model(family)
+    monkeypatch.setattr(torch, "outer", no_outer)
+    anatomy = map_model(model)
+    ptrs = {name: p.data_ptr() for name, p in model.named_parameters()}
+    r = torch.randn(anatomy.d_model, generator=torch.Generator().manual_seed(0))
+    orthogonalize(model, r, anatomy=anatomy)
+    writers = [w.name + ".weight" for w in anatomy.writers()] + [anatomy.embedding_name + ".weight"]
+    writers = [n for n in writers if n in ptrs]
+    for name in writers:
+        assert dict(model.named_parameters())[name].data_ptr() == ptrs[name], name

@@ -43,6 +43,18 @@ def project_out_vector(b: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return b - (b @ r) * r
 
 
+# in-place forms of the same edits, used on the model's weights: no temporary the size of W (the embedding's
+# outer product alone was 113 MB on SmolLM2, two of them the peak of a whole `refusal run`)
+def project_out_columns_(W: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """In place: W [d, in] <- W - r(rᵀW)."""
+    return W.addr_(r, r @ W, alpha=-1)
+
+
+def project_out_rows_(W: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """In place: W [n, d] <- W - (Wr)rᵀ."""
+    return W.addr_(W @ r, r, alpha=-1)
+
+
 EDIT_REVISION = 2
 """Bumped when the edit's arithmetic changes (2: Γ⁺ for near-zero post-norm gains); part of the edit stage's
 artifact key, so a run directory made by an older edit recomputes the edit, its gap and the edited condition."""
@@ -61,6 +73,11 @@ def postnorm_columns(W: torch.Tensor, r: torch.Tensor, gamma: torch.Tensor) -> t
     """W [d, in] -> W - Γ⁺r(rᵀΓW): after the post-norm's gain Γ the write has no r-component (exactly when every
     γ_i is invertible; else the left-over fraction is r's weight on the near-zero gains, Σ r_i²)."""
     return W - torch.outer(r * inverse_gain(gamma), r @ (gamma[:, None] * W))
+
+
+def postnorm_columns_(W: torch.Tensor, r: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """In place: W [d, in] <- W - Γ⁺r(rᵀΓW), with rᵀΓW computed as (r∘γ)ᵀW."""
+    return W.addr_(r * inverse_gain(gamma), (r * gamma) @ W, alpha=-1)
 
 
 def preserve_column_norms(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
@@ -108,9 +125,13 @@ def norm_gain(norm: nn.Module, d: int) -> torch.Tensor:
 
 
 def _edit_param(param: torch.Tensor, fn) -> None:
+    """param <- fn(param), computed in float32 (float64 for float64 weights). ``fn`` may edit its argument in
+    place: for float32/float64 weights that argument is the parameter's own storage, so nothing is copied."""
     with torch.no_grad():
         work = param.detach().to(torch.float64 if param.dtype == torch.float64 else torch.float32)
-        param.copy_(fn(work).to(param.dtype))
+        out = fn(work)
+        if out.data_ptr() != param.data_ptr() or out.dtype != param.dtype:
+            param.copy_(out.to(param.dtype))
 
 
 def _writer_gamma(anatomy: Anatomy, block: BlockMap, writer: Writer, cfg: EditConfig, rep: EditReport):
@@ -149,6 +170,12 @@ def _edit_writer(model: nn.Module, writer: Writer, r: torch.Tensor, gamma, cfg: 
     def weight_fn(W):
         Wd = W.T if transposed else W
         rr = r.to(Wd)
+        if cfg.norm_preserve == "none":  # in place: W.T is a view, so W changes with it
+            if gamma is None:
+                project_out_columns_(Wd, rr)
+            else:
+                postnorm_columns_(Wd, rr, gamma.to(Wd))
+            return W
         new = project_out_columns(Wd, rr) if gamma is None else postnorm_columns(Wd, rr, gamma.to(Wd))
         if cfg.norm_preserve in ("columns", "biprojected"):
             new = preserve_column_norms(new, Wd)
@@ -198,7 +225,7 @@ def orthogonalize(
     r_embed = r if per_layer is None else per_layer[0]
     r_embed = r_embed if weights is None else r_embed * math.sqrt(weights.embed)
     for name in filter(None, (anatomy.embedding_name, anatomy.position_embedding_name)):
-        _edit_param(model.get_submodule(name).weight, lambda E: project_out_rows(E, r_embed.to(E)))
+        _edit_param(model.get_submodule(name).weight, lambda E: project_out_rows_(E, r_embed.to(E)))
         rep.embeddings_edited += 1
     for block in anatomy.block_maps:
         for writer in block.writers:

@@ -69,9 +69,11 @@ def generate(
     return Generated(condition, split, list(prompts), responses, [r.finished for r in replies], refused)
 
 
-CE_ROWS = 8
-"""Rows per cross-entropy forward: the logits of a forward are [rows, kept positions, vocab], 0.2 GB at 8 rows
-of 128 tokens over SmolLM2's 49,152 columns, against 1.6 GB for a 64-row evaluation batch (issue 19 §3)."""
+CE_ROWS = 2
+"""Rows per cross-entropy forward: the logits of a forward are [rows, kept positions, vocab], 50 MB at 2 rows
+of 128 tokens over SmolLM2's 49,152 columns (and as much again for logsumexp), against 1.6 GB for a 64-row
+evaluation batch; 8 rows made CE the peak of a whole `refusal run` (+0.4x weights over plain generation,
+`bench/refusal_memory.py`, issue 19 §3)."""
 
 
 def completion_ce(
