@@ -29,7 +29,9 @@ ROWS: dict[str, tuple[list[str], str]] = {
     "ACE (affine, hooks)": ([*RD, "--direction", "ace"], "ablated"),
 }
 KEEP = ("prompts.json", "tokens.json", "directions.json", "directions.safetensors", "selection.json",
-        "direction.safetensors", "search.json", "search.journal")
+        "direction.safetensors", "search.json", "search.journal", "base.json", "hooked.json")
+"""Stage artifacts a row starts with (each is reused only where its key matches: base replies by every row, the
+hooked conditions by the biprojected edit, which changes only the weights)."""
 
 
 def row(report: dict, condition: str) -> dict:

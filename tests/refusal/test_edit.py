@@ -194,8 +194,13 @@ def test_bad_direction_is_one_line_error():
 
 
 def test_in_place_edits_equal_the_pure_functions_and_copy_nothing():
-    from alignlab.refusal.edit import (postnorm_columns, postnorm_columns_, project_out_columns_, project_out_rows,
-                                       project_out_rows_)
+    from alignlab.refusal.edit import (
+        postnorm_columns,
+        postnorm_columns_,
+        project_out_columns_,
+        project_out_rows,
+        project_out_rows_,
+    )
 
     g = torch.Generator().manual_seed(3)
     W = torch.randn(16, 24, generator=g, dtype=torch.float64)
