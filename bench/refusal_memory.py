@@ -5,10 +5,10 @@ Runs the pipeline in a fresh child process (small prompt counts: the model's foo
 activations, is what is measured) and reports peak RSS above the child's RSS after imports on CPU, or
 peak allocated memory on a GPU, divided by the bytes of the model's parameters and buffers.
 
-"+ activations" is measured, not guessed: a second child loads the same model and runs plain inference on the
-run's own held-out prompts at the run's shapes (``model.generate`` at the evaluation batch size and new-token
-count, then one full forward per batch, as the CE measurement does), and its peak is the baseline. The run's
-cost over plain inference, in weights, is the number the target bounds (<= 0.25x).
+"+ activations" is measured, not guessed: a second child loads the same model and runs plain ``model.generate``
+on the run's own held-out prompts at the evaluation batch size and new-token count; its peak is the baseline, and
+the run's cost over it, in weights, is the number the target bounds (<= 0.25x). For comparison the child then
+runs a naive CE forward per batch (every position's logits at once; our CE keeps only the completion positions).
 
     python bench/refusal_memory.py [--model smollm2-135m-refusal] [--device cpu|cuda]
 """

@@ -72,8 +72,8 @@ def generate(
 CE_ROWS = 2
 """Rows per cross-entropy forward: the logits of a forward are [rows, kept positions, vocab], 50 MB at 2 rows
 of 128 tokens over SmolLM2's 49,152 columns (and as much again for logsumexp), against 1.6 GB for a 64-row
-evaluation batch; 8 rows made CE the peak of a whole `refusal run` (+0.4x weights over plain generation,
-`bench/refusal_memory.py`, issue 19 §3)."""
+evaluation batch (issue 19 §3). Measured with `bench/refusal_memory.py`, going from 8 rows to 2 did not move the
+run's peak (1,148 -> 1,141 MiB; the peak was in the edit), so 2 only keeps CE further below it."""
 
 
 def completion_ce(
