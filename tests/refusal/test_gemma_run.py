@@ -20,7 +20,7 @@ def test_short_refusal_run_on_the_gemma_organism(tmp_path):
     args = ["refusal", "run", "gemma3-270m-refusal", "--out", str(out), "--device", "cpu", "--select", "rd",
             "--n-train", "16", "--n-val", "8", "--n-test-harmful", "4", "--n-test-harmless", "4",
             "--screen-n", "2", "--full-k", "2", "--kl-max", "100", "--induce-min=-1e9",
-            "--eval-max-new-tokens", "8", "--eval-allow-short", "--no-export"]
+            "--eval-max-new-tokens", "8", "--eval-allow-short", "--no-export", "--subspace-rank", "1"]
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["exact_equivalence"] is False and report["edit_max_abs_logit_diff"] > 0

@@ -11,7 +11,7 @@ DEFAULT_MODEL = "smollm2-135m-refusal"
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     from alignlab.config import add_dataclass_args
     from alignlab.models.cli import add_model_options
-    from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig
+    from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig, SubspaceConfig
     from alignlab.refusal.search_space import SearchConfig
 
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
@@ -31,6 +31,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     add_dataclass_args(p, EditConfig)
     add_dataclass_args(p, EvalConfig, prefix="eval-")
     add_dataclass_args(p, SearchConfig, prefix="search-")
+    add_dataclass_args(p, SubspaceConfig, prefix="subspace-")
     p.add_argument("--select", dest="method", choices=("auto", "rd", "search", "cosmic"), default="auto",
                    help="auto: RD's pick when a candidate passes --kl-max/--induce-min, else the refusal/KL "
                    "search; rd: RD only (error when nothing passes); search: always search; cosmic: COSMIC's "
@@ -41,7 +42,7 @@ def _config(args: argparse.Namespace, stop_after: str | None):
     from pathlib import Path
 
     from alignlab.config import from_args
-    from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig
+    from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig, SubspaceConfig
     from alignlab.refusal.pipeline import RunConfig
     from alignlab.refusal.search_space import SearchConfig
 
@@ -49,6 +50,7 @@ def _config(args: argparse.Namespace, stop_after: str | None):
         model=args.model, out=Path(args.out), prompts=from_args(PromptConfig, args),
         select=from_args(SelectConfig, args), edit=from_args(EditConfig, args),
         eval=from_args(EvalConfig, args, prefix="eval-"), search=from_args(SearchConfig, args, prefix="search-"),
+        subspace=from_args(SubspaceConfig, args, prefix="subspace-"),
         method="search" if stop_after == "search" else args.method, device=args.device, dtype=args.dtype,
         chat_template=args.chat_template, fallback_template=args.fallback_template,
         export=not args.no_export, export_gguf=args.export_gguf, export_lora=args.export_lora, stop_after=stop_after,

@@ -137,3 +137,34 @@ class EvalConfig:
             raise AlignlabError(f"--share-check must be >= 1 (got {self.share_check})")
         if self.max_new_tokens < 64 and not self.allow_short:
             raise AlignlabError("--max-new-tokens below 64 misses late disclaimers; pass --allow-short to accept")
+
+
+@dataclass(frozen=True)
+class SubspaceConfig:
+    rank: int = 0
+    """Directions ablated together: 1 = the chosen direction alone; K > 1 = grow greedily to exactly K;
+    0 (auto) = grow only while the chosen intervention still refuses more than --subspace-target of the harmful
+    val prompts, up to --subspace-max-rank."""
+    max_rank: int = 4
+    """Largest subspace auto grows to."""
+    target: float = 0.1
+    """Auto stops growing once the judged refusal rate on harmful val is at most this."""
+    kl_max: float = 0.5
+    """Largest first-token KL on harmless val a grown subspace may have (candidates above it are not added)."""
+    n_prompts: int = 32
+    """Harmful and harmless val prompts each step is scored and confirmed on."""
+    screen_n: int = 8
+    """Harmful and harmless val prompts every candidate is screened on (the best --subspace-full-k are rescored
+    on all --subspace-n-prompts)."""
+    full_k: int = 8
+    """Screened candidates rescored on every val prompt at each step."""
+    confirm_tokens: int = 64
+    """Greedy new tokens per confirmation reply."""
+
+    def __post_init__(self) -> None:
+        check_finite(self, "target", "kl_max")
+        if self.rank < 0 or min(self.max_rank, self.n_prompts, self.confirm_tokens, self.screen_n, self.full_k) < 1:
+            raise AlignlabError("--subspace-rank must be >= 0; --subspace-max-rank, -n-prompts, -confirm-tokens, "
+                                "-screen-n and -full-k >= 1")
+        if not 0 <= self.target < 1 or self.kl_max <= 0:
+            raise AlignlabError("--subspace-target must be in [0, 1) and --subspace-kl-max positive")

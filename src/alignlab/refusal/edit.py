@@ -240,3 +240,24 @@ def orthogonalize(
     if not rep.exact and cfg.postnorm != "naive" and anatomy.norm_placement != "pre":
         rep.notes.append("norms after sublayers: the edit approximates hook ablation (measure the gap)")
     return rep
+
+
+def orthogonalize_subspace(model: nn.Module, directions: torch.Tensor, cfg: EditConfig | None = None,
+                           anatomy: Anatomy | None = None) -> EditReport:
+    """Edit ``model`` in place so no residual writer can write into the span of ``directions`` [k, d]: one
+    rank-1 edit per row of an orthonormal basis Q. Projectors onto orthogonal unit vectors commute and multiply
+    to I - QQᵀ, so the result is W - Q(QᵀW), exactly rank-k ablation where the rank-1 edit is exact."""
+    from alignlab.refusal.intervene import orthonormal_basis
+
+    anatomy = anatomy or map_model(model)
+    basis = orthonormal_basis(directions, anatomy.d_model)
+    if len(basis) > 1 and cfg is not None and cfg.norm_preserve != "none":
+        raise AlignlabError(f"--norm-preserve {cfg.norm_preserve} edits one direction; a rank-{len(basis)} "
+                            "subspace takes the plain projection (--norm-preserve none)")
+    reports = [orthogonalize(model, q, cfg, anatomy) for q in basis]
+    first = reports[0]
+    notes = list(dict.fromkeys(n for rep in reports for n in rep.notes))
+    return EditReport(exact=all(rep.exact for rep in reports), policy=first.policy,
+                      norm_preserve=first.norm_preserve, writers_edited=first.writers_edited,
+                      embeddings_edited=first.embeddings_edited, untied=any(rep.untied for rep in reports),
+                      notes=[f"rank-{len(reports)} subspace: one rank-1 edit per orthonormal basis vector", *notes])

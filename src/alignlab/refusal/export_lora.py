@@ -337,6 +337,9 @@ def prepare_run_adapter(state: Any, chosen: Any, provenance: dict[str, Any], pro
 
     from alignlab.refusal.forward import position_ids
 
+    if chosen.extra is not None:
+        raise AlignlabError(f"--export-lora writes a rank-1 adapter; this run ablates a rank-{chosen.rank} subspace "
+                            "(drop --export-lora, or pass --subspace-rank 1)")
     start = time.perf_counter()
     model = state.lm.model
     weights = writer_weights(map_model(model), chosen.weights)

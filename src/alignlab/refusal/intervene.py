@@ -63,6 +63,46 @@ def ablate(model: torch.nn.Module, direction: torch.Tensor, anatomy: Anatomy | N
         yield
 
 
+def orthonormal_basis(directions: torch.Tensor, d_model: int, min_residual: float = 1e-6) -> torch.Tensor:
+    """Orthonormal rows [k, d] (float64) spanning the rows of ``directions`` [k, d], in their order (Gram-Schmidt:
+    row i is the unit part of direction i orthogonal to rows < i). A direction (nearly) inside the span of the
+    earlier ones is an error: it would add nothing to the subspace."""
+    if directions.ndim != 2 or directions.shape[1] != d_model or directions.shape[0] < 1:
+        raise AlignlabError(f"a subspace needs directions of shape [k, {d_model}], got {tuple(directions.shape)}")
+    if not torch.isfinite(directions).all():
+        raise AlignlabError("subspace directions contain NaN or inf")
+    rows: list[torch.Tensor] = []
+    for i, v in enumerate(directions.double()):
+        norm = float(v.norm())
+        for q in rows:
+            v = v - (v @ q) * q
+        if norm == 0.0 or float(v.norm()) <= min_residual * norm:
+            raise AlignlabError(f"subspace direction {i} lies in the span of the ones before it")
+        rows.append(v / v.norm())
+    return torch.stack(rows)
+
+
+def project_out_basis(x: torch.Tensor, basis: _OnDevice) -> torch.Tensor:
+    """x - Q(Qᵀx) for orthonormal rows Q [k, d], in (at least) float32. x: [..., d]."""
+    work = _work_dtype(x)
+    q = basis.like(x)  # [k, d]
+    xw = x.to(work)
+    return (xw - (xw @ q.T) @ q).to(x.dtype)  # [..., k] @ [k, d]
+
+
+@contextmanager
+def ablate_subspace(model: torch.nn.Module, directions: torch.Tensor,
+                    anatomy: Anatomy | None = None) -> Iterator[None]:
+    """Project the span of ``directions`` [k, d] out of every block input, attention write and MLP write: rank-k
+    directional ablation, x <- x - Q(Qᵀx) with Q an orthonormal basis of the span (k = 1 is ``ablate``)."""
+    anatomy = anatomy or map_model(model)
+    basis = _OnDevice(orthonormal_basis(directions, anatomy.d_model))
+    fn = lambda x, layer: project_out_basis(x, basis)  # noqa: E731
+    hooks = [(point, layer, fn) for layer in range(anatomy.n_layers) for point in ABLATION_POINTS]
+    with hook_context(model, hooks, anatomy):
+        yield
+
+
 @contextmanager
 def add_direction(
     model: torch.nn.Module, direction: torch.Tensor, layer: int, coeff: float = 1.0, anatomy: Anatomy | None = None

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from alignlab.errors import AlignlabError
 from alignlab.refusal.weights import LayerWeights, ablate_weighted
 
 
@@ -31,11 +32,31 @@ class Intervention:
     """Harmless mean of resid_pre at ``position``, per layer [n_layers, d] (ACE and the biprojected edit)."""
     affine: bool = False
     """ACE: ablate around the harmless mean (hooks only; the weight edit stays the plain projection)."""
+    extra: torch.Tensor | None = None
+    """Further directions [k-1, d] ablated together with ``direction`` (a rank-k subspace, full ablation only;
+    see ``subspace.py``); None is one direction."""
+
+    def __post_init__(self) -> None:
+        if self.extra is not None and (self.weights is not None or self.affine):
+            raise AlignlabError("a subspace is ablated fully: no per-layer weights and no ACE")
+
+    @property
+    def rank(self) -> int:
+        return 1 if self.extra is None else 1 + int(self.extra.shape[0])
+
+    def directions(self) -> torch.Tensor:
+        """Every ablated direction [k, d]: ``direction`` first, then ``extra``."""
+        rows = [self.direction[None]] + ([] if self.extra is None else [self.extra.to(self.direction)])
+        return torch.cat(rows)
 
     def ablate(self, model: torch.nn.Module) -> AbstractContextManager:
         from alignlab.refusal.intervene import ablate
 
         d = self.direction.float()
+        if self.extra is not None:
+            from alignlab.refusal.intervene import ablate_subspace
+
+            return ablate_subspace(model, self.directions())
         if self.affine:
             from alignlab.refusal.variants import ablate_affine
 
@@ -46,8 +67,10 @@ class Intervention:
         return ablate_weighted(model, d, self.weights)
 
     def edit(self, model: torch.nn.Module, cfg: Any):
-        from alignlab.refusal.edit import orthogonalize
+        from alignlab.refusal.edit import orthogonalize, orthogonalize_subspace
 
+        if self.extra is not None:
+            return orthogonalize_subspace(model, self.directions(), cfg)
         rep = orthogonalize(model, self.direction.float(), cfg, weights=self.weights, layer_means=self.layer_means)
         if self.affine:
             rep.exact = False
@@ -57,7 +80,7 @@ class Intervention:
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method, "layer": self.layer, "position": self.position,
-                               "affine": self.affine, **(self.scores or {})}
+                               "affine": self.affine, "rank": self.rank, **(self.scores or {})}
         if self.weights is not None:
             out["weights"] = self.weights.to_json()
         return out

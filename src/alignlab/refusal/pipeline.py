@@ -19,7 +19,7 @@ from alignlab.models.anatomy import map_model
 from alignlab.models.chat import ChatFormat, chat_format
 from alignlab.models.loading import LoadedModel, load_model
 from alignlab.refusal.artifacts import RunDir, key_of
-from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig
+from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig, SubspaceConfig
 from alignlab.refusal.directions import extract_directions, unit
 from alignlab.refusal.forward import logprobs_for
 from alignlab.refusal.prompts import PromptSets, build_prompt_sets
@@ -39,6 +39,7 @@ class RunConfig:
     edit: EditConfig = EditConfig()
     eval: EvalConfig = EvalConfig()
     search: SearchConfig = SearchConfig()
+    subspace: SubspaceConfig = SubspaceConfig()
     method: str = "auto"
     """auto (RD when a candidate passes its filters, else the search), rd, or search."""
     device: str | None = None

@@ -100,6 +100,8 @@ def build_report(state: Any, chosen: Any, evaluation: dict[str, Any], export: di
         "selection": {k: state.results["select"][k] for k in ("baseline", "forwards", "generates", "relaxed")
                       if k in state.results["select"]},
         "massive_dims": state.results.get("massive_dims", []),
+        "subspace": {k: v for k, v in state.results["subspace"].items() if k != "key"}
+        if "subspace" in state.results else None,
         **search_summary(state.results.get("search") if chosen.method == "search" else None),
         "refusal_rate": evaluation["refusal_rate"],
         "refusal_rate_opening_judge": evaluation.get("opening_judge", {}),
@@ -141,13 +143,29 @@ def _rate_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _subspace_table(report: dict[str, Any]) -> list[str]:
+    """The subspace stage's steps (markdown lines, ending in a blank line); none when it did not run."""
+    sub = report.get("subspace")
+    if not sub or len(sub["steps"]) < 2:
+        return []
+    lines = ["## Subspace growth (harmful val, full ablation from rank 2)", "",
+             "| rank | added (position, layer) | refusal score | first-token KL | val refusal | degenerate |",
+             "|---|---|---|---|---|---|"]
+    for s in sub["steps"]:
+        added = "chosen" if s["added"] is None else f"({s['added']['position']}, {s['added']['layer']})"
+        score = "-" if "bypass" not in s else f"{s['bypass']:.2f}"
+        kl = "-" if "kl" not in s else f"{s['kl']:.3f}"
+        lines.append(f"| {s['rank']} | {added} | {score} | {kl} | {s['refused']}/{s['n']} | {s['degenerate']:.2f} |")
+    return [*lines, "", f"Picked rank {sub['picked_rank']}.", ""]
+
+
 def write_report(state: Any, chosen: Any, evaluation: dict[str, Any], export: dict | None) -> dict[str, Any]:
     report = build_report(state, chosen, evaluation, export)
     write_json_atomic(state.run.file("report.json"), report)
     md = [f"# alignlab refusal report — {report['model']}", "", selected_line(report),
           f"Weight edit exact: {report['exact_equivalence']}; max |Δlogit| edited vs hooked: "
           f"{report['edit_max_abs_logit_diff']:.2e}.", "", _rate_table(report), "",
-          "Timings (s): " + _timings_text(report)]
+          *_subspace_table(report), "Timings (s): " + _timings_text(report)]
     write_text_atomic(state.run.file("report.md"), "\n".join(md) + "\n")
     write_text_atomic(state.run.file("report.html"), _html(state, report, evaluation, "\n".join(md)))
     return report

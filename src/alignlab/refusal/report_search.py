@@ -19,6 +19,23 @@ def search_summary(search: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def selected_line(report: dict[str, Any]) -> str:
+    """One sentence on what the run applies; a grown subspace adds (or, replacing the pick, is) another."""
+    line, sel = _chosen_line(report), report["selected"]
+    rank = sel.get("subspace_rank", 1)
+    if rank == 1:
+        return line
+    sub = report["subspace"]
+    members = ", ".join(f"(pos {m['position']}, layer {m['layer']})" for m in sel["subspace_members"])
+    step, start = sub["steps"][rank - 1], sub["start"]
+    tail = (f"harmful-val refusal {step['refused']}/{step['n']} by generation, first-token KL {step['kl']:.3f} "
+            f"(the pick alone: {start['refused']}/{start['n']}).")
+    if sel.get("subspace_seeded"):
+        return f"{line} Grown to a rank-{rank} subspace, ablated fully: + {members}; {tail}"
+    return (f"The {report['selection_method']} pick missed --subspace-target on val; applied instead: a rank-{rank} "
+            f"subspace grown from nothing, ablated fully: {members}; {tail}")
+
+
+def _chosen_line(report: dict[str, Any]) -> str:
     sel = report["selected"]
     if report.get("selection_method") == "search":
         ch = report["chosen"]

@@ -29,6 +29,7 @@ from alignlab.refusal.pipeline import (
 )
 from alignlab.refusal.prompts import PromptSets
 from alignlab.refusal.search_stage import choose_intervention
+from alignlab.refusal.subspace import stage_subspace
 
 T = TypeVar("T")
 
@@ -50,6 +51,7 @@ def _provenance(state: RunState, chosen: Intervention) -> dict[str, Any]:
             "selection_method": chosen.method, "scores": chosen.scores or {},
             "weights": chosen.weights.to_json() if chosen.weights is not None else "full",
             "direction": chosen.direction.tolist(), "alignlab_version": __version__,
+            "subspace": None if chosen.extra is None else chosen.extra.tolist(),
             "edit": state.results.get("edit", {})}
 
 
@@ -152,6 +154,7 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
             raise AlignlabError(selection["error"])
         return {}
     chosen = _staged("choose", choose_intervention, state, sets, r, selection)
+    chosen = _staged("subspace", stage_subspace, state, sets, r, ids, chosen)
     if cfg.stop_after in ("select", "search"):
         return {}
     # No second copy of the model: everything that needs the base weights runs before the in-place edit.
