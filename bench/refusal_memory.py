@@ -103,7 +103,7 @@ def main() -> None:
     weights = weight_mb(args.model, args.device)
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["refusal", "run", args.model, "--out", f"{tmp}/run", "--select", "rd", "--device", args.device,
-                "--screen-n", "2", "--full-k", "2",
+                "--screen-n", "2", "--full-k", "2", "--subspace-rank", "1",
                 "--n-train", "32", "--n-val", "16", "--n-test-harmful", "8", "--n-test-harmless", "8",
                 "--kl-max", "100", "--induce-min=-1e9"]
         out = child(CHILD, {"argv": argv})

@@ -20,10 +20,10 @@ import shutil
 import time
 from pathlib import Path
 
-RD = ["--select", "rd", "--kl-max", "0.5"]
+RD = ["--select", "rd", "--kl-max", "0.5", "--subspace-rank", "1"]  # single-direction rows: no subspace growth
 ROWS: dict[str, tuple[list[str], str]] = {
     "RD pick (kl-max 0.5)": (RD, "ablated"),
-    "search (Pareto, chosen point)": (["--select", "search"], "ablated"),
+    "search (Pareto, chosen point)": (["--select", "search", "--subspace-rank", "1"], "ablated"),
     "projected direction": ([*RD, "--direction", "projected"], "ablated"),
     "norm-preserving biprojected edit": ([*RD, "--norm-preserve", "biprojected"], "edited"),
     "ACE (affine, hooks)": ([*RD, "--direction", "ace"], "ablated"),

@@ -211,9 +211,13 @@ def test_rank3_run_end_to_end_is_exact_deterministic_and_resumes(tiny_dir, tmp_p
 
 
 def test_lora_export_refuses_a_subspace(tiny_dir, tmp_path, capsys):
-    pytest.importorskip("peft")
     out = tmp_path / "lora"
     args = ["refusal", "run", str(tiny_dir), "--out", str(out), *[a for a in SMALL if a != "--no-export"],
-            "--export-lora", "--subspace-rank", "2", "--subspace-kl-max", "100"]
-    assert main(args) == 2
-    assert "rank-1 adapter" in capsys.readouterr().err
+            "--export-lora", "--subspace-rank", "2"]
+    assert main(args) == 2  # before any stage runs
+    assert "rank-1 adapter" in capsys.readouterr().err and not (out / "prompts.json").exists()
+    chosen = Intervention("rd", _dirs(2)[0], 1, -1, extra=_dirs(2)[1:])
+    from alignlab.refusal.export_lora import prepare_run_adapter
+
+    with pytest.raises(AlignlabError, match="rank-1 adapter"):
+        prepare_run_adapter(None, chosen, {}, None)

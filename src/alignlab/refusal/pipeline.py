@@ -27,7 +27,7 @@ from alignlab.refusal.score import auroc, calibrate_refusal_tokens, refusal_scor
 from alignlab.refusal.search_space import SearchConfig
 from alignlab.refusal.select import Candidate, Selection, select_direction
 
-STAGES = ("data", "tokens", "extract", "select", "search", "edit", "evaluate", "export", "report")
+STAGES = ("data", "tokens", "extract", "select", "search", "subspace", "edit", "evaluate", "export", "report")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ class RunConfig:
             raise AlignlabError("--export-gguf writes the edited model, which --no-export turns off: drop one")
         if self.export_lora and not self.export:
             raise AlignlabError("--export-lora is an export, which --no-export turns off: drop one")
+        if self.export_lora and self.subspace.rank > 1:
+            raise AlignlabError("--export-lora writes a rank-1 adapter: drop --subspace-rank or --export-lora")
 
 
 @dataclass

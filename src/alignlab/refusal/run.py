@@ -154,9 +154,9 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
             raise AlignlabError(selection["error"])
         return {}
     chosen = _staged("choose", choose_intervention, state, sets, r, selection)
-    chosen = _staged("subspace", stage_subspace, state, sets, r, ids, chosen)
     if cfg.stop_after in ("select", "search"):
         return {}
+    chosen = _staged("subspace", stage_subspace, state, sets, r, ids, chosen)
     # No second copy of the model: everything that needs the base weights runs before the in-place edit.
     hooked = _staged("edit check", measure_hooked, state, sets, chosen)
     evaluation = cached_evaluation(state) if cfg.stop_after != "edit" else None

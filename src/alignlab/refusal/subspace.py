@@ -174,6 +174,9 @@ def stage_subspace(state: RunState, sets: PromptSets, r: torch.Tensor, ids: Sequ
         if cfg.rank > 1:
             raise AlignlabError("ACE ablates one direction around the harmless mean: drop --subspace-rank")
         return chosen
+    if cfg.rank == 0 and state.cfg.export_lora:
+        print("subspace: not grown (--export-lora writes a rank-1 adapter)", file=sys.stderr)
+        return chosen
     if cfg.rank == 0 and chosen.method == "search" and (chosen.scores or {}).get("refusal_val", 1.0) <= cfg.target:
         return chosen  # the search's own confirmation on val already meets the target: nothing to grow
     key = key_of(state.keys["intervention"], asdict(cfg), list(ids))
