@@ -56,10 +56,26 @@ def test_compare_is_lexicographic_refusal_then_agreeing_damage():
     assert (c.result, c.decided_by) == ("winner", "kl")
     c = compare("cheap", ablation, paired(0, kl=0.1), 0.05, 0.05)
     assert (c.result, c.decided_by) == ("other", "kl")
-    c = compare("mixed", paired(0, degenerate_k=12, kl=0.1), paired(0, degenerate_k=0, kl=0.5), 0.05, 0.05)
+    # degenerate only where it refuses anyway (bypass ties), lower KL: a trade-off
+    c = compare("mixed", paired(12, degenerate_k=12, kl=0.1), paired(12, degenerate_k=0, kl=0.5), 0.05, 0.05)
     assert (c.result, c.decided_by) == ("none", "trade-off")
     c = compare("same", ablation, paired(0, kl=0.5), 0.05, 0.05)
     assert (c.result, c.decided_by) == ("none", "tie")
+
+
+def test_degenerate_replies_are_no_bypass():
+    # the alternative stops every refusal by wrecking every reply: no bypass at all, the ablation wins
+    ablation = Paired([i < 13 for i in range(20)], [13 <= i < 15 for i in range(20)], [0.15] * 20)
+    gibberish = Paired([False] * 20, [True] * 20, [2.6] * 20)
+    c = compare("subtract", ablation, gibberish, 0.05, 0.05)  # 15 vs 20 failed: 5 discordant, p = 0.0625
+    assert c.tests[0].metric == "bypass_failed" and c.tests[0].p == pytest.approx(2 / 2**5)
+    assert (c.result, c.decided_by) == ("winner", "degenerate+kl")  # on refusal alone it would have lost (13 vs 0)
+    assert compare("subtract", Paired(ablation.degenerate, ablation.degenerate, ablation.kl), gibberish, 0.05,
+                   0.05).decided_by == "bypass_failed"  # 2 vs 20 failed
+    # a refusal counted once even when it is also degenerate: 3 failures vs 3 is a tie on bypass
+    both = Paired([i < 3 for i in range(20)], [i < 3 for i in range(20)], [0.5] * 20)
+    split = Paired([i < 2 for i in range(20)], [i == 2 for i in range(20)], [0.5] * 20)
+    assert compare("x", both, split, 0.05, 0.05).tests[0].better == "none"
 
 
 def test_claim_verdicts_supported_not_supported_inconclusive():
@@ -76,7 +92,7 @@ def test_claim_verdicts_supported_not_supported_inconclusive():
         == "supported"
     )
     v = claim_verdict("w", paired(12), {"a": paired(0), "b": paired(15)}, ["a", "b"], 0.05)
-    assert v.verdict == "not supported" and v.reason.startswith("beaten by a (refusal")
+    assert v.verdict == "not supported" and v.reason.startswith("beaten by a (bypass_failed")
 
 
 def test_claim_verdict_corrects_for_many_alternatives_against_the_winner():
