@@ -178,6 +178,17 @@ def test_greedy_growth_from_nothing_finds_the_hidden_plane(monkeypatch):
     assert [s["added"] for s in seeded] == [None, {"position": -1, "layer": 2}]
 
 
+def _ablate_cli(tiny_dir, path) -> str:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["refusal", "ablate", str(tiny_dir), "--direction", str(path), "--prompt", "hi", "--device", "cpu",
+                     "--max-new-tokens", "5"]) == 0
+    return buf.getvalue()
+
+
 def _run(tiny_dir, out, *extra):
     assert main(["refusal", "run", str(tiny_dir), "--out", str(out), *SMALL, *extra]) == 0
     return json.loads((out / "report.json").read_text())
@@ -206,6 +217,16 @@ def test_rank3_run_end_to_end_is_exact_deterministic_and_resumes(tiny_dir, tmp_p
     assert again["selected"]["subspace_members"] == sel["subspace_members"]
     resumed = _run(tiny_dir, tmp_path / "a", *args)
     assert "subspace" in resumed["reused_stages"] and resumed["selected"] == sel
+    # `refusal ablate` takes the subspace file: same reply as the hooks of the Python API
+    from alignlab.models import load_model
+    from alignlab.models.chat import chat_format
+    from alignlab.models.generate import generate_greedy
+
+    capsys_text = _ablate_cli(tiny_dir, tmp_path / "a" / "subspace.safetensors")
+    lm = load_model(str(tiny_dir), device="cpu")
+    with ablate_subspace(lm.model, saved.float()):
+        expected = generate_greedy(lm.model, chat_format(lm.tokenizer), ["hi"], 5, 1, progress=False)[0].text
+    assert capsys_text.strip() == expected.strip()
     one = _run(tiny_dir, tmp_path / "a", "--subspace-rank", "1")  # rank 1: the plain RD pick, nothing grown
     assert one["selected"]["rank"] == 1 and "subspace_rank" not in one["selected"]
 

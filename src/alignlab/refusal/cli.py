@@ -114,10 +114,15 @@ def _read_direction(path: str):
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise AlignlabError(f"cannot read direction file {path}: expected a safetensors file "
                             "(e.g. RUN/direction.safetensors)") from exc
-    if "direction" not in tensors:
-        raise AlignlabError(f"{path} has no 'direction' tensor")
-    direction = tensors["direction"].float()  # [d_model]
-    if direction.ndim != 1:
+    if "directions" in tensors:  # RUN/subspace.safetensors: [k, d_model], ablated together
+        direction = tensors["directions"].float()
+        if direction.ndim != 2 or direction.shape[0] < 1:
+            raise AlignlabError(f"{path}: 'directions' must be [k, d_model], got shape {list(direction.shape)}")
+    elif "direction" not in tensors:
+        raise AlignlabError(f"{path} has no 'direction' tensor (nor a subspace's 'directions')")
+    else:
+        direction = tensors["direction"].float()  # [d_model]
+    if direction.ndim not in (1, 2):
         raise AlignlabError(f"{path}: 'direction' must be a vector [d_model], got shape {list(direction.shape)}")
     if not bool(direction.isfinite().all()):
         raise AlignlabError(f"{path}: the direction holds NaN or infinite values; recompute it")
@@ -132,14 +137,14 @@ def _ablate(args: argparse.Namespace) -> int:
     from alignlab.models.chat import chat_format, check_context
     from alignlab.models.cli import load_from_args
     from alignlab.models.generate import generate_greedy
-    from alignlab.refusal.intervene import ablate, add_direction
+    from alignlab.refusal.intervene import ablate, ablate_subspace, add_direction
 
     _check_ablate_args(args)
     direction = _read_direction(args.direction)
     lm = load_from_args(args)
     anatomy = map_model(lm.model)
-    if direction.shape[0] != anatomy.d_model:
-        raise AlignlabError(f"{args.direction} has d_model {direction.shape[0]} but the model has "
+    if direction.shape[-1] != anatomy.d_model:
+        raise AlignlabError(f"{args.direction} has d_model {direction.shape[-1]} but the model has "
                             f"{anatomy.d_model}: use a direction computed on this model")
     fmt = chat_format(lm.tokenizer, args.system_prompt)
     if args.prompt:
@@ -147,7 +152,10 @@ def _ablate(args: argparse.Namespace) -> int:
     if args.add:
         if not 0 <= args.layer < anatomy.n_layers:
             raise AlignlabError(f"--layer must be in [0, {anatomy.n_layers - 1}] for this model, got {args.layer}")
-        context = lambda: add_direction(lm.model, direction, args.layer, args.coeff)  # noqa: E731
+        first = direction if direction.ndim == 1 else direction[0]  # a subspace adds its first direction
+        context = lambda: add_direction(lm.model, first, args.layer, args.coeff)  # noqa: E731
+    elif direction.ndim == 2:
+        context = lambda: ablate_subspace(lm.model, direction)  # noqa: E731
     else:
         context = lambda: ablate(lm.model, direction)  # noqa: E731
     prompts = [args.prompt] if args.prompt else None
@@ -183,7 +191,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_study_parser(cmds)
     a = cmds.add_parser("ablate", help="chat with the direction ablated (or added)")
     a.add_argument("model", nargs="?", default=DEFAULT_MODEL)
-    a.add_argument("--direction", required=True, help="direction.safetensors from a run directory")
+    a.add_argument("--direction", required=True, help="direction.safetensors from a run directory (or "
+                   "subspace.safetensors: its directions are ablated together)")
     a.add_argument("--prompt", default=None, help="one prompt (default: interactive chat)")
     a.add_argument("--add", action="store_true", help="add the direction instead of ablating it")
     a.add_argument("--layer", type=int, default=None, help="layer for --add")

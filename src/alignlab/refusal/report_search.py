@@ -21,9 +21,9 @@ def search_summary(search: dict[str, Any] | None) -> dict[str, Any]:
 def selected_line(report: dict[str, Any]) -> str:
     """One sentence on what the run applies; a grown subspace adds (or, replacing the pick, is) another."""
     line, sel = _chosen_line(report), report["selected"]
-    rank = sel.get("subspace_rank", 1)
-    if rank == 1:
+    if "subspace_rank" not in sel:
         return line
+    rank = sel["subspace_rank"]
     sub = report["subspace"]
     members = ", ".join(f"(pos {m['position']}, layer {m['layer']})" for m in sel["subspace_members"])
     step, start = sub["steps"][rank - 1], sub["start"]
