@@ -37,8 +37,10 @@ class StudyConfig:
     """Weight edit vs hooks: largest refusal-rate difference still called equal (with no significant test)."""
     judge: Literal["rd", "broad"] = "rd"
     """Substring refusal judge preset."""
-    gen_batch_size: int = 32
-    """Prompts per batch in the study's generations and measurements (selection uses --batch-size)."""
+    gen_batch_size: int = 64
+    """Prompts per batch in the study's generations and measurements (selection uses --batch-size); 64 as in
+    `refusal run`'s evaluation (rows that finish leave the batch; on 2 CPU cores 64 rows decode faster per token
+    than 32)."""
 
     def __post_init__(self) -> None:
         check_finite(self, "alpha", "equivalence_margin")
