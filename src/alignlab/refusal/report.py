@@ -148,7 +148,7 @@ def _subspace_table(report: dict[str, Any]) -> list[str]:
     sub = report.get("subspace")
     if not sub or len(sub["steps"]) < 2:
         return []
-    lines = ["## Subspace growth (harmful val, full ablation from rank 2)", "",
+    lines = ["## Subspace growth (harmful val; each row a fully ablated subspace)", "",
              "| rank | added (position, layer) | refusal score | first-token KL | val refusal | degenerate |",
              "|---|---|---|---|---|---|"]
     for s in sub["steps"]:
