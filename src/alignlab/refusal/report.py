@@ -146,7 +146,7 @@ def _rate_table(report: dict[str, Any]) -> str:
 def _subspace_table(report: dict[str, Any]) -> list[str]:
     """The subspace stage's steps (markdown lines, ending in a blank line); none when it did not run."""
     sub = report.get("subspace")
-    if not sub or len(sub["steps"]) < 2:
+    if not sub or len(sub["steps"]) < (2 if sub.get("seeded") else 1):  # nothing grown
         return []
     lines = ["## Subspace growth (harmful val; each row a fully ablated subspace)", "",
              "| rank | added (position, layer) | refusal score | first-token KL | val refusal | degenerate |",
