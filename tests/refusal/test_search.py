@@ -129,3 +129,22 @@ def test_search_seed_skips_candidates_that_wreck_the_model():
     assert search_seed(no_inducer, SelectConfig()).layer == 18  # then the lowest KL
     rd = cand(-2, 7, -1.0, 1.0, 0.05)
     assert search_seed({"chosen": rd, "best_bypass": rd}, SelectConfig()).layer == 7
+
+
+def test_subspace_after_a_weighted_search_pick_grows_from_nothing(searched, tiny_dir, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(searched, out)
+    assert main(["refusal", "run", str(tiny_dir), "--out", str(out), *SMALL, "--select", "search",
+                 "--search-trials", "6", "--subspace-rank", "2", "--subspace-kl-max", "100"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    sel = report["selected"]
+    assert "search" in report["reused_stages"] and report["selection_method"] == "search"
+    assert sel["subspace_rank"] == 2 and sel["subspace_seeded"] is False and "weights" not in sel
+    first, second = sel["subspace_members"]
+    assert (sel["layer"], sel["position"]) == (first["layer"], first["position"])  # the first member leads
+    assert report["exact_equivalence"] is True and report["edit_max_abs_logit_diff"] < 1e-3
+    sub = json.loads((out / "subspace.json").read_text())
+    assert sub["start"]["weighted"] is True and [s["rank"] for s in sub["steps"]] == [1, 2]
+    assert "grown from nothing" in (out / "report.md").read_text()
