@@ -145,6 +145,8 @@ def direction_files(tmp_path_factory):
     save_file({"direction": torch.full((64,), float("nan"))}, str(root / "nan.safetensors"))
     save_file({"direction": torch.ones(64)}, str(root / "ok.safetensors"))
     save_file({"direction": torch.ones(32)}, str(root / "wrong.safetensors"))
+    save_file({"direction": torch.ones(2, 64)}, str(root / "matrix.safetensors"))  # only 'directions' is [k, d]
+    save_file({"directions": torch.ones(64)}, str(root / "flat.safetensors"))
     return root
 
 
@@ -152,6 +154,8 @@ def direction_files(tmp_path_factory):
     (["--direction", "zero.safetensors"], "all zeros"),
     (["--direction", "nan.safetensors"], "NaN"),
     (["--direction", "wrong.safetensors"], "d_model 32"),
+    (["--direction", "matrix.safetensors"], "must be a vector [d_model]"),
+    (["--direction", "flat.safetensors"], "must be [k, d_model]"),
     (["--direction", "ok.safetensors", "--max-new-tokens", "0"], "--max-new-tokens"),
     (["--direction", "ok.safetensors", "--max-new-tokens", "-3"], "--max-new-tokens"),
     (["--direction", "ok.safetensors", "--add", "--layer", "1", "--coeff", "nan"], "--coeff"),

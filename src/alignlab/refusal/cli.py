@@ -122,8 +122,8 @@ def _read_direction(path: str):
         raise AlignlabError(f"{path} has no 'direction' tensor (nor a subspace's 'directions')")
     else:
         direction = tensors["direction"].float()  # [d_model]
-    if direction.ndim not in (1, 2):
-        raise AlignlabError(f"{path}: 'direction' must be a vector [d_model], got shape {list(direction.shape)}")
+        if direction.ndim != 1:
+            raise AlignlabError(f"{path}: 'direction' must be a vector [d_model], got shape {list(direction.shape)}")
     if not bool(direction.isfinite().all()):
         raise AlignlabError(f"{path}: the direction holds NaN or infinite values; recompute it")
     if float(direction.norm()) == 0.0:
