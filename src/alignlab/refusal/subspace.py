@@ -83,14 +83,11 @@ class _StepScorer:
                 "degenerate": sum(f.degenerate for f in flags) / len(flags)}
 
 
-def _new_fraction(v: torch.Tensor, members: list[torch.Tensor]) -> float:
-    """Norm of v's part outside the span of ``members``, over v's norm (1 with no members)."""
-    from alignlab.refusal.intervene import orthonormal_basis
-
-    v = v.double()
-    if not members:
+def _new_fraction(v: torch.Tensor, basis: torch.Tensor | None) -> float:
+    """Norm of v's part outside the span of the orthonormal rows ``basis`` [k, d], over v's norm (1 with none)."""
+    if basis is None:
         return 1.0
-    basis = orthonormal_basis(torch.stack(members), v.shape[0])
+    v = v.double()
     rest = v - (basis @ v) @ basis
     return float(rest.norm() / v.norm().clamp_min(1e-30))
 
@@ -101,14 +98,16 @@ def best_addition(scorer: _StepScorer, r: torch.Tensor, members: list[torch.Tens
     refusal score at KL <= kl_max: all screened, the best ``full_k`` rescored on every prompt. Deterministic:
     (position, layer) order, ties to the first. None when no candidate keeps the KL bound."""
     from alignlab.progress import progress_bar
+    from alignlab.refusal.intervene import orthonormal_basis
 
     n_pos, n_layers = r.shape[0], r.shape[1]
+    basis = orthonormal_basis(torch.stack(members), r.shape[2]) if members else None  # once per step
     screened: list[tuple[float, int, int]] = []
     with progress_bar(n_pos * n_layers, f"subspace rank {len(members) + 1}", "candidate") as update:
         for p in range(n_pos):
             for layer in range(n_layers):
                 v = r[p, layer].double()
-                if float(v.norm()) > 0 and _new_fraction(v, members) >= MIN_NEW_FRACTION:
+                if float(v.norm()) > 0 and _new_fraction(v, basis) >= MIN_NEW_FRACTION:
                     bypass, kl = scorer.score(torch.stack([*members, v]), "screen")
                     if math.isfinite(bypass) and kl <= cfg.kl_max:
                         screened.append((bypass, p, layer))
