@@ -145,21 +145,15 @@ def confirm_points(scorer: TrialScorer, trials: list, cfg: SearchConfig, n_layer
     confirmations and the base model's degenerate-output rate on the same prompts."""
     from contextlib import nullcontext
 
-    from alignlab.models.generate import generate_greedy
-    from alignlab.refusal.degenerate import flag_outputs
+    from alignlab.refusal.confirm import confirm_replies
     from alignlab.refusal.stats import wilson
     from alignlab.refusal.weights import ablate_weighted
 
     prompts = scorer.harmful
 
     def run(context) -> tuple[int, float]:
-        with context:
-            replies = generate_greedy(scorer.model, scorer.fmt, prompts, cfg.confirm_tokens, len(prompts),
-                                      progress=False)
-        texts = [x.text for x in replies]
-        refused = sum(v.label == "refusal" for v in scorer.judge.judge(prompts, texts))
-        flags = flag_outputs(texts, [x.finished for x in replies], prompts)
-        return refused, sum(f.degenerate for f in flags) / len(flags)
+        c = confirm_replies(scorer.model, scorer.fmt, scorer.judge, prompts, cfg.confirm_tokens, context)
+        return c.refused, c.degenerate
 
     _, base_degenerate = run(nullcontext())
     out = []

@@ -183,21 +183,15 @@ def _confirm(model, fmt: ChatFormat, r: torch.Tensor, top: list[Candidate], harm
              cfg: SelectConfig) -> tuple[Candidate, list[str]]:
     """Greedy generation on harmful val for the top survivors: lowest substring refusal rate wins (ties keep
     screening order); a candidate more degenerate than the baseline by > 5 points is disqualified."""
-    from alignlab.models.generate import generate_greedy
-    from alignlab.refusal.degenerate import flag_outputs
+    from alignlab.refusal.confirm import confirm_replies
     from alignlab.refusal.judge import SubstringJudge
 
     judge = SubstringJudge("rd")
     texts = list(harmful_val)
 
     def run(context) -> tuple[float, float]:
-        COUNTER.generates += 1
-        with context:
-            replies = generate_greedy(model, fmt, texts, cfg.confirm_tokens, cfg.batch_size, progress=False)
-        responses = [x.text for x in replies]
-        refused = [v.label == "refusal" for v in judge.judge(texts, responses)]
-        flags = flag_outputs(responses, [x.finished for x in replies], texts)
-        return sum(refused) / len(refused), sum(f.degenerate for f in flags) / len(flags)
+        c = confirm_replies(model, fmt, judge, texts, cfg.confirm_tokens, context, cfg.batch_size)
+        return c.refusal, c.degenerate
 
     from contextlib import nullcontext
 

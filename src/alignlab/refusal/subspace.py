@@ -71,16 +71,10 @@ class _StepScorer:
         return float(refusal_score(lp[:n_h], self.ids).mean()), float(first_token_kl(base, lp[n_h:]).mean())
 
     def confirm(self, context: Any, tokens: int) -> dict[str, Any]:
-        from alignlab.models.generate import generate_greedy
-        from alignlab.refusal.degenerate import flag_outputs
+        from alignlab.refusal.confirm import confirm_replies
 
-        with context:
-            replies = generate_greedy(self.model, self.fmt, self.harmful, tokens, len(self.harmful), progress=False)
-        texts = [x.text for x in replies]
-        refused = sum(v.label == "refusal" for v in self.judge.judge(self.harmful, texts))
-        flags = flag_outputs(texts, [x.finished for x in replies], self.harmful)
-        return {"refused": refused, "n": len(texts), "refusal": refused / len(texts),
-                "degenerate": sum(f.degenerate for f in flags) / len(flags)}
+        c = confirm_replies(self.model, self.fmt, self.judge, self.harmful, tokens, context)
+        return {"refused": c.refused, "n": c.n, "refusal": c.refusal, "degenerate": c.degenerate}
 
 
 def _new_fraction(v: torch.Tensor, basis: torch.Tensor | None) -> float:
