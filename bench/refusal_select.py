@@ -1,6 +1,7 @@
 """Time direction selection on a real model: screened selection vs naive full scoring, same run.
 
-Prints candidates/s for both and the speed-up. Naive scoring (every candidate on the whole val set,
+Prints candidates/s for both and the speed-up; and the selection with the chat template's shared prefix run
+once per forward (issue 19 §2) against full left-padded forwards, with whether both pick the same candidate. Naive scoring (every candidate on the whole val set,
 RD's rule) is timed on ``--naive-sample`` candidates and extrapolated, so the bench stays short.
 
     python bench/refusal_select.py [--model smollm2-135m-refusal] [--naive-sample 12]
@@ -18,7 +19,7 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-refusal")
-    parser.add_argument("--naive-sample", type=int, default=12)
+    parser.add_argument("--naive-sample", type=int, default=12, help="candidates timed naively (0: skip)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--kl-max", type=float, default=0.5, help="KL bound (the 135M default needs ~0.5)")
     parser.add_argument("--run", default=None, help="reuse tokens.json + directions.safetensors of a run dir")
@@ -56,26 +57,45 @@ def main() -> None:
     n_pos, n_layers, _ = r.shape
     n_candidates = n_pos * int(n_layers * (1 - cfg.prune_frac))
 
-    t0 = time.perf_counter()
-    sel = select_direction(lm.model, fmt, r, sets.texts("harmful", "val"), sets.texts("harmless", "val"),
-                           ids, cfg)
-    t_select = time.perf_counter() - t0
+    from alignlab.models import prefix_split
 
-    scorer = _Scorer(lm.model, fmt, sets.texts("harmful", "val"), sets.texts("harmless", "val"), ids, 32)
-    rng = random.Random(0)
-    live = [(p - n_pos, layer) for layer in range(int(n_layers * (1 - cfg.prune_frac))) for p in range(n_pos)]
-    sample = rng.sample(live, min(args.naive_sample, len(live)))
-    t0 = time.perf_counter()
-    for pos, layer in sample:
-        scorer.score(Candidate(pos, layer), r)
-    t_naive_each = (time.perf_counter() - t0) / len(sample)
-    t_naive = t_naive_each * n_candidates
+    def timed_select():
+        t0 = time.perf_counter()
+        out = select_direction(lm.model, fmt, r, sets.texts("harmful", "val"), sets.texts("harmless", "val"), ids,
+                               cfg)
+        return out, time.perf_counter() - t0
+
+    prefix_split.ENABLED = False  # baseline: every forward runs the whole left-padded batch
+    sel_full, t_full = timed_select()
+    prefix_split.ENABLED = True  # the template's shared prefix runs once per forward (issue 19 §2)
+    sel, t_select = timed_select()
+    same = (sel.chosen.position, sel.chosen.layer) == (sel_full.chosen.position, sel_full.chosen.layer)
+    worst = max(abs(a.bypass - b.bypass) for a, b in zip(sel.candidates, sel_full.candidates)
+                if a.stage != "pruned" and a.stage == b.stage)
+
+    t_naive = t_naive_each = float("nan")
+    if args.naive_sample:
+        scorer = _Scorer(lm.model, fmt, sets.texts("harmful", "val"), sets.texts("harmless", "val"), ids, 32)
+        rng = random.Random(0)
+        live = [(p - n_pos, layer) for layer in range(int(n_layers * (1 - cfg.prune_frac))) for p in range(n_pos)]
+        sample = rng.sample(live, min(args.naive_sample, len(live)))
+        t0 = time.perf_counter()
+        for pos, layer in sample:
+            scorer.score(Candidate(pos, layer), r)
+        t_naive_each = (time.perf_counter() - t0) / len(sample)
+        t_naive = t_naive_each * n_candidates
 
     print(f"model {args.model}: {n_layers} layers x {n_pos} positions, {n_candidates} live candidates")
     print(f"tokens+extract: {t_extract:.1f} s")
     print(f"screened selection: {t_select:.1f} s  ({n_candidates / t_select:.2f} candidates/s), "
           f"chosen layer {sel.chosen.layer} pos {sel.chosen.position}, {sel.forwards} forwards, "
           f"{sel.generates} generate calls")
+    print(f"full-batch forwards (shared prefix off): {t_full:.1f} s, chosen layer {sel_full.chosen.layer} pos "
+          f"{sel_full.chosen.position}; shared prefix on: {t_select:.1f} s; same pick: {same}; max |bypass "
+          f"difference| over screened candidates {worst:.2e}")
+    print(f"speedup_shared_prefix={t_full / t_select:.2f}")
+    if not args.naive_sample:
+        return
     print(f"naive full scoring: {t_naive_each:.2f} s/candidate -> {t_naive:.1f} s for all "
           f"({1 / t_naive_each:.2f} candidates/s; prefix cache used for induce in both)")
     print(f"speedup_vs_naive={t_naive / t_select:.2f}")

@@ -70,3 +70,41 @@ def test_hooks_fire_on_every_step_of_the_fast_loop():
     finally:
         handle.remove()
     assert calls == [ids.shape[1], 1, 1, 1, 1]  # one prefill, then one token per step
+
+
+SHARED = "You answer briefly. "  # every row starts with these tokens: the prefix is prefilled once
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shared_prefix_prefill_equals_generate(family):
+    model, tok = _chaotic(family)
+    enc = tok([SHARED + p for p in PROMPTS], return_tensors="pt", padding=True)
+    ids, mask = enc.input_ids, enc.attention_mask
+    from alignlab.models.prefix_split import fits_window, split_prefix
+
+    split = split_prefix(ids, mask)
+    assert split is not None and split.p >= len(SHARED) - 2 and split.saved_fraction > 0.3
+    stop = _stop_that_splits(model, ids, mask, 12)
+    with torch.no_grad():
+        ours = greedy_tokens(model, ids, mask, 12, [stop])
+        ref = _hf_tokens(model, ids, mask, 12, [stop], tok.pad_token_id)
+    if fits_window(model, ids.shape[1] + 12):
+        assert ours == ref
+    assert any(f for _, f in ours) and len({len(t) for t, _ in ours}) > 1
+
+
+def test_the_shared_prefix_runs_once_as_one_row():
+    model, tok = tiny_model("llama")
+    enc = tok([SHARED + p for p in PROMPTS], return_tensors="pt", padding=True)
+    calls: list[tuple[int, int]] = []
+    handle = model.model.layers[0].register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape[:2])))
+    try:
+        with torch.no_grad():
+            greedy_tokens(model, enc.input_ids, enc.attention_mask, 3, [])
+    finally:
+        handle.remove()
+    p = len(tok(SHARED).input_ids)
+    n, t = enc.input_ids.shape
+    assert calls[0][0] == 1 and calls[0][1] >= p - 1  # the prefix: one row
+    assert calls[1] == (n, t - calls[0][1])  # then every row's own tokens only
+    assert calls[2:] == [(n, 1), (n, 1)]

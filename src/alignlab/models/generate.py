@@ -66,6 +66,7 @@ def greedy_tokens(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     Finished rows leave the batch (and their KV-cache rows) at the step they finish."""
     from transformers import DynamicCache
 
+    from alignlab.models.prefix_split import fits_window, prefill, split_prefix
     from alignlab.refusal.forward import position_ids
 
     n = input_ids.shape[0]
@@ -77,8 +78,13 @@ def greedy_tokens(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     pos = position_ids(mask)  # [b, t]
     cache = DynamicCache(config=model.config)
     kw = {_cache_kwarg(model): cache, "use_cache": True}
-    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, logits_to_keep=1,
-                   **kw).logits[:, -1]  # [b, vocab]
+    split = split_prefix(input_ids, mask) if fits_window(model, input_ids.shape[1] + max_new_tokens) else None
+    if split is not None:  # the rows' shared template prefix is prefilled once (models/prefix_split.py)
+        logits = prefill(model, split, cache, _cache_kwarg(model))  # [b, vocab]
+        mask, pos = split.mask, split.positions
+    else:
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, logits_to_keep=1,
+                       **kw).logits[:, -1]  # [b, vocab]
     nxt = pos[:, -1:] + 1  # [b, 1]
     for step in range(max_new_tokens):
         choice = logits.argmax(-1)  # [b]

@@ -13,8 +13,8 @@ import torch
 from alignlab.config import check_finite
 from alignlab.errors import AlignlabError
 from alignlab.models.chat import ChatFormat
-from alignlab.refusal.forward import last_logprobs
 from alignlab.refusal.score import first_token_kl
+from alignlab.refusal.shared_prefix import SharedPrefix
 from alignlab.refusal.weights import COMPONENTS, Kernel, LayerWeights, ablate_weighted, interpolate_direction
 
 
@@ -122,7 +122,8 @@ class TrialScorer:
         self.harmful, self.harmless = harmful[: cfg.n_prompts], harmless[: cfg.n_prompts]
         device = next(model.parameters()).device
         self.enc_harmless = fmt.encode(self.harmless, device=device, strict=False)
-        self.base = last_logprobs(model, self.enc_harmless)  # [n, vocab]
+        self.shared = SharedPrefix(model, self.enc_harmless)  # the template's prefix runs once per forward
+        self.base = self.shared.baseline  # [n, vocab]
         self.judge = SubstringJudge("rd")
 
     def direction(self, point: Point) -> torch.Tensor:
@@ -135,7 +136,7 @@ class TrialScorer:
         if not math.isfinite(float(d.norm())) or float(d.norm()) == 0.0:
             raise AlignlabError("the interpolated direction is zero or not finite")
         with ablate_weighted(self.model, d, point.weights, self.anatomy):
-            lp = last_logprobs(self.model, self.enc_harmless)
+            lp = self.shared.last_logprobs()
             replies = generate_greedy(self.model, self.fmt, self.harmful, self.cfg.prefix_tokens,
                                       len(self.harmful), progress=False)
         kl = float(first_token_kl(self.base, lp).mean())

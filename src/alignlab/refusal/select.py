@@ -26,6 +26,7 @@ from alignlab.refusal.forward import COUNTER, last_logprobs
 from alignlab.refusal.intervene import ablate, add_direction
 from alignlab.refusal.prefix import PrefixCache
 from alignlab.refusal.score import first_token_kl, refusal_score
+from alignlab.refusal.shared_prefix import SharedPrefix
 
 
 @dataclass
@@ -79,7 +80,8 @@ class _Scorer:
         self.n_h = sum(1 for i in self.enc_all.kept if i < len(harmful))
         kept_harmless = [i - len(harmful) for i in self.enc_all.kept if i >= len(harmful)]
         self.enc_harmless = fmt.encode([harmless[i] for i in kept_harmless], device=device, strict=False)
-        base_all = last_logprobs(model, self.enc_all)
+        self.shared = SharedPrefix(model, self.enc_all)  # the template's prefix runs once per forward
+        base_all = self.shared.baseline
         self.base_harmless = base_all[self.n_h:]
         self.baseline_harmful = float(refusal_score(base_all[: self.n_h], self.ids).mean())
         self.baseline_harmless = float(refusal_score(self.base_harmless, self.ids).mean())
@@ -88,7 +90,7 @@ class _Scorer:
     def score(self, cand: Candidate, r: torch.Tensor) -> None:
         direction = r[cand.position, cand.layer].float()
         with ablate(self.model, direction, self.anatomy):
-            lp = last_logprobs(self.model, self.enc_all)
+            lp = self.shared.last_logprobs()
         cand.bypass = float(refusal_score(lp[: self.n_h], self.ids).mean())
         cand.kl = float(first_token_kl(self.base_harmless, lp[self.n_h:]).mean())
         if self.prefix.ok:

@@ -54,20 +54,20 @@ class _StepScorer:
                      "screen": self._prepare(harmful[:screen_n], harmless[:screen_n], state.lm.device)}
 
     def _prepare(self, harmful: list[str], harmless: list[str], device: Any) -> tuple[Any, int, torch.Tensor]:
-        from alignlab.refusal.forward import last_logprobs
+        from alignlab.refusal.shared_prefix import SharedPrefix
 
         enc = self.fmt.encode(harmful + harmless, device=device, strict=False)
         n_h = sum(1 for i in enc.kept if i < len(harmful))
-        return enc, n_h, last_logprobs(self.model, enc)[n_h:]  # base log-probs on harmless [n, vocab]
+        shared = SharedPrefix(self.model, enc)  # the template's prefix runs once per forward
+        return shared, n_h, shared.baseline[n_h:]  # base log-probs on harmless [n, vocab]
 
     def score(self, directions: torch.Tensor, which: str = "full") -> tuple[float, float]:
-        from alignlab.refusal.forward import last_logprobs
         from alignlab.refusal.intervene import ablate_subspace
         from alignlab.refusal.score import first_token_kl, refusal_score
 
-        enc, n_h, base = self.sets[which]
+        shared, n_h, base = self.sets[which]
         with ablate_subspace(self.model, directions.float(), self.anatomy):
-            lp = last_logprobs(self.model, enc)
+            lp = shared.last_logprobs()
         return float(refusal_score(lp[:n_h], self.ids).mean()), float(first_token_kl(base, lp[n_h:]).mean())
 
     def confirm(self, context: Any, tokens: int) -> dict[str, Any]:

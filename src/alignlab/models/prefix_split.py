@@ -1,0 +1,102 @@
+"""Split a left-padded batch into the rows' shared token prefix and their remaining tokens (issue 19).
+
+Chat prompts start with the same template tokens (SmolLM2's system turn is 25 of a prompt's ~40 tokens). The prefix
+can run once as one row into a KV cache that is then repeated over the batch; each row's remaining tokens follow,
+left-padded *after* the prefix (mask zeros between prefix and text) with position ids that continue the prefix's,
+so every real token attends to the same keys at the same positions as in the full left-padded forward. Anything
+that acts position by position (our hooks) sees the same values.
+
+Not equivalent under a sliding attention window shorter than the sequence (the pads sit in another place inside
+the window); ``fits_window`` says when the split is safe for a given total length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+def common_prefix(rows: list[torch.Tensor]) -> int:
+    """Length of the longest token prefix shared by every 1-D id tensor in ``rows``."""
+    n = min(int(r.numel()) for r in rows)
+    first = rows[0][:n]
+    same = torch.ones(n, dtype=torch.bool, device=first.device)
+    for row in rows[1:]:
+        same &= row[:n] == first
+    differ = (~same).nonzero()
+    return int(differ[0]) if differ.numel() else n
+
+
+@dataclass(frozen=True)
+class PrefixSplit:
+    prefix: torch.Tensor
+    """[1, p] the shared prefix ids."""
+    suffix: torch.Tensor
+    """[b, s] each row's remaining ids, left-padded (pad slots hold 0 and are masked)."""
+    mask: torch.Tensor
+    """[b, p + s] attention mask over prefix + suffix columns."""
+    positions: torch.Tensor
+    """[b, s] position ids of the suffix columns (p, p+1, ... for each row's real tokens)."""
+    full_positions: int
+    """Token positions of the full left-padded batch (b x t), for the saved-fraction report."""
+
+    @property
+    def p(self) -> int:
+        return int(self.prefix.shape[1])
+
+    @property
+    def saved_fraction(self) -> float:
+        return 1.0 - (self.p + self.suffix.numel()) / self.full_positions
+
+
+ENABLED = True
+"""Module switch: False makes ``split_prefix`` return None, so every caller runs full forwards (bench A/B runs)."""
+
+
+def split_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, min_prefix: int = 4) -> PrefixSplit | None:
+    """The split of a left-padded batch ([b, t]), or None when fewer than ``min_prefix`` tokens (or < 2 rows)
+    are shared. Every row keeps at least one token after the prefix."""
+    from alignlab.refusal.forward import position_ids
+
+    if not ENABLED:
+        return None
+    lengths = [int(n) for n in attention_mask.sum(1).tolist()]
+    if len(lengths) < 2 or min(lengths) < 2:
+        return None
+    t = input_ids.shape[1]
+    rows = [input_ids[i, t - n:] for i, n in enumerate(lengths)]  # unpadded
+    p = min(common_prefix(rows), min(lengths) - 1)
+    if p < min_prefix:
+        return None
+    s = max(lengths) - p
+    suffix = input_ids.new_zeros((len(rows), s))
+    smask = attention_mask.new_zeros((len(rows), s))
+    for i, row in enumerate(rows):
+        tail = row[p:]
+        suffix[i, s - tail.numel():] = tail
+        smask[i, s - tail.numel():] = 1
+    mask = torch.cat([attention_mask.new_ones((len(rows), p)), smask], dim=1)
+    return PrefixSplit(rows[0][:p].unsqueeze(0), suffix, mask, p + position_ids(smask), input_ids.numel())
+
+
+def fits_window(model: Any, total_len: int) -> bool:
+    """False when the model attends through a sliding window shorter than ``total_len`` columns."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    window = getattr(config, "sliding_window", None)
+    return not window or int(window) >= total_len
+
+
+def prefill(model: Any, split: PrefixSplit, cache: Any, cache_kwarg: str) -> torch.Tensor:
+    """Run the prefix (one row) into ``cache``, repeat it over the batch, run the suffixes; last-position logits
+    [b, vocab]. The caller decodes on with ``split.mask`` (extended by ones) and positions after ``positions``."""
+    from alignlab.refusal.forward import position_ids
+
+    kw = {cache_kwarg: cache, "use_cache": True}
+    ones = split.mask.new_ones((1, split.p))
+    model(input_ids=split.prefix, attention_mask=ones, position_ids=position_ids(ones), logits_to_keep=1, **kw)
+    cache.batch_repeat_interleave(split.suffix.shape[0])
+    return model(input_ids=split.suffix, attention_mask=split.mask, position_ids=split.positions, logits_to_keep=1,
+                 **kw).logits[:, -1]

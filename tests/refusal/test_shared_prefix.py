@@ -1,0 +1,77 @@
+"""The shared-prefix forward (issue 19 §2) equals the full left-padded forward, with and without hooks, on every
+tiny family; it falls back to full forwards when the rows share no prefix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignlab.models.chat import chat_format
+from alignlab.models.tiny import FAMILIES, tiny_model
+from alignlab.refusal.forward import COUNTER, last_logprobs
+from alignlab.refusal.intervene import ablate, ablate_subspace, add_direction
+from alignlab.refusal.shared_prefix import SharedPrefix, common_prefix
+
+SYSTEM = "Be brief."
+# short enough that every row fits the tiny gemma2/3 sliding window (64) and gpt2's 128 positions
+PROMPTS = ["bake bread", "a poem on the sea", "x", "cats?", "three colours", "capital of France"]
+
+
+def test_common_prefix_lengths():
+    t = torch.tensor
+    assert common_prefix([t([1, 2, 3]), t([1, 2, 4, 5]), t([1, 2])]) == 2
+    assert common_prefix([t([1, 2, 3]), t([1, 2, 3])]) == 3
+    assert common_prefix([t([7, 2]), t([1, 2])]) == 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shared_prefix_equals_the_full_forward_under_hooks(family):
+    model, tok = tiny_model(family, seed=2)
+    fmt = chat_format(tok, system=SYSTEM)
+    enc = fmt.encode(PROMPTS)
+    shared = SharedPrefix(model, enc)
+    assert shared.ok, family
+    rows = [enc.input_ids[i, enc.input_ids.shape[1] - int(n):] for i, n in enumerate(enc.attention_mask.sum(1))]
+    assert shared.p == common_prefix(rows) > 10  # the system turn
+    assert enc.input_ids.shape[1] < 64
+    assert 0.2 < shared.saved_fraction < 1
+    d = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
+    g = torch.Generator().manual_seed(0)
+    r, r2 = torch.randn(d, generator=g), torch.randn(d, generator=g)
+    for context in (lambda: ablate(model, r), lambda: add_direction(model, 4 * r, 1, 1.0),
+                    lambda: ablate_subspace(model, torch.stack([r, r2]))):
+        with context():
+            full = last_logprobs(model, enc)
+            before = COUNTER.forwards
+            fast = shared.last_logprobs()
+        assert COUNTER.forwards == before + 1
+        assert (fast - full).abs().max() < 1e-4, family
+        assert (full - shared.baseline).abs().max() > 1e-3  # the hooks changed the output, and the fast path followed
+    assert (shared.last_logprobs() - last_logprobs(model, enc)).abs().max() < 1e-4
+
+
+def test_no_common_prefix_falls_back_to_the_full_forward():
+    from alignlab.models.chat import Encoded
+
+    model, tok = tiny_model("llama", seed=2)
+    tok.padding_side = "left"
+    batch = tok(["apple pie", "zebra crossing", "moon"], padding=True, return_tensors="pt")  # no template
+    enc = Encoded(batch["input_ids"], batch["attention_mask"], [0, 1, 2])
+    shared = SharedPrefix(model, enc)
+    assert shared.p < 4 and not shared.ok and shared.saved_fraction == 0.0
+    assert torch.equal(shared.last_logprobs(), last_logprobs(model, enc))
+    fmt = chat_format(tok, system=SYSTEM)
+    assert not SharedPrefix(model, fmt.encode(PROMPTS[:1]), min_prefix=1).ok  # one row: nothing to share
+
+
+def test_a_batch_longer_than_the_sliding_window_falls_back():
+    """Past the window the full forward's left-padded window and the cached one see different columns: the
+    check at construction catches it and every call runs the full forward."""
+    model, tok = tiny_model("gemma3_text", seed=2)  # sliding_window 64
+    fmt = chat_format(tok, system="You are a careful assistant who answers in plain words and short sentences.")
+    enc = fmt.encode([p * 3 for p in PROMPTS])
+    assert enc.input_ids.shape[1] > 64
+    shared = SharedPrefix(model, enc)
+    assert shared.p > 10 and not shared.ok
+    with ablate(model, torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(1))):
+        assert torch.equal(shared.last_logprobs(), last_logprobs(model, enc))
