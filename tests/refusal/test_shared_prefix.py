@@ -34,7 +34,7 @@ def test_shared_prefix_equals_the_full_forward_under_hooks(family):
     rows = [enc.input_ids[i, enc.input_ids.shape[1] - int(n):] for i, n in enumerate(enc.attention_mask.sum(1))]
     assert shared.p == common_prefix(rows) > 10  # the system turn
     assert enc.input_ids.shape[1] < 64
-    assert 0.2 < shared.saved_fraction < 1
+    assert 0.1 < shared.saved_fraction < 1  # (gemma2/3: packs limited to their 64-token window)
     d = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
     g = torch.Generator().manual_seed(0)
     r, r2 = torch.randn(d, generator=g), torch.randn(d, generator=g)
@@ -75,3 +75,47 @@ def test_a_batch_longer_than_the_sliding_window_falls_back():
     assert shared.p > 10 and not shared.ok
     with ablate(model, torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(1))):
         assert torch.equal(shared.last_logprobs(), last_logprobs(model, enc))
+
+
+def test_packs_hold_the_prefix_once_and_rows_see_only_themselves():
+    from alignlab.models.packing import pack_rows
+
+    model, tok = tiny_model("qwen2", seed=2)
+    fmt = chat_format(tok, system=SYSTEM)
+    enc = fmt.encode(PROMPTS)
+    lengths = enc.attention_mask.sum(1).tolist()
+    packs = pack_rows(enc.input_ids, enc.attention_mask, pack_tokens=60)
+    assert packs is not None and len(packs) > 1  # small packs: several forwards
+    p = int((packs[0].segment == -1).sum())
+    assert sorted(i for pk in packs for i in pk.rows) == list(range(len(PROMPTS)))
+    for pk in packs:
+        assert pk.ids.shape[1] == p + sum(lengths[i] - p for i in pk.rows)  # no padding, one prefix
+        allowed = pk.mask(torch.float32)[0, 0] == 0  # [n, n]
+        seg = pk.segment
+        for q in range(pk.ids.shape[1]):
+            seen = seg[allowed[q]]
+            assert set(seen.tolist()) <= {-1, int(seg[q])}  # the prefix and its own row only
+            assert allowed[q, : min(q + 1, p)].all() and not allowed[q, q + 1:].any()  # causal, prefix visible
+    shared = SharedPrefix(model, enc, pack_tokens=60)
+    assert shared.ok and len(shared.packs) == len(packs)
+    with ablate(model, torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(3))):
+        assert (shared.last_logprobs() - last_logprobs(model, enc)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "gemma3_text", "phi3"])
+def test_prefix_cache_on_packs_equals_activation_addition_by_hooks(family):
+    from alignlab.models.anatomy import map_model
+    from alignlab.refusal.prefix import PrefixCache
+
+    model, tok = tiny_model(family, seed=5)
+    enc = chat_format(tok, system=SYSTEM).encode(PROMPTS)
+    cache = PrefixCache(model, map_model(model), enc, pack_tokens=80)
+    assert cache.ok and len(cache.runs) > 1  # several packs, each run from its recorded block inputs
+    d = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
+    r = 3 * torch.randn(d, generator=torch.Generator().manual_seed(4))
+    for layer in (0, 1):
+        with add_direction(model, r, layer, 1.0):
+            ref = last_logprobs(model, enc)
+        got = cache.logprobs_added(layer, r)
+        assert (got - ref).abs().max() < 1e-4, (family, layer)
+        assert (ref - cache.baseline).abs().max() > 1e-3

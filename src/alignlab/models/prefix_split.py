@@ -52,7 +52,22 @@ class PrefixSplit:
 
 
 ENABLED = True
-"""Module switch: False makes ``split_prefix`` return None, so every caller runs full forwards (bench A/B runs)."""
+"""Module switch: False makes ``split_prefix`` and ``packing.pack_rows`` return None, so every caller runs full forwards (bench A/B runs)."""
+
+
+def unpadded_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  min_prefix: int) -> tuple[list[torch.Tensor], int] | None:
+    """The rows of a left-padded batch without padding, and the length p of their shared prefix (at most the
+    shortest row's length - 1); None when sharing is off (``ENABLED``), fewer than 2 rows, or p < ``min_prefix``."""
+    if not ENABLED:
+        return None
+    lengths = [int(n) for n in attention_mask.sum(1).tolist()]
+    if len(lengths) < 2 or min(lengths) < 2:
+        return None
+    t = input_ids.shape[1]
+    rows = [input_ids[i, t - n:] for i, n in enumerate(lengths)]
+    p = min(common_prefix(rows), min(lengths) - 1)
+    return (rows, p) if p >= min_prefix else None
 
 
 def split_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, min_prefix: int = 4) -> PrefixSplit | None:
@@ -60,17 +75,11 @@ def split_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, min_pref
     are shared. Every row keeps at least one token after the prefix."""
     from alignlab.refusal.forward import position_ids
 
-    if not ENABLED:
+    found = unpadded_rows(input_ids, attention_mask, min_prefix)
+    if found is None:
         return None
-    lengths = [int(n) for n in attention_mask.sum(1).tolist()]
-    if len(lengths) < 2 or min(lengths) < 2:
-        return None
-    t = input_ids.shape[1]
-    rows = [input_ids[i, t - n:] for i, n in enumerate(lengths)]  # unpadded
-    p = min(common_prefix(rows), min(lengths) - 1)
-    if p < min_prefix:
-        return None
-    s = max(lengths) - p
+    rows, p = found
+    s = max(r.numel() for r in rows) - p
     suffix = input_ids.new_zeros((len(rows), s))
     smask = attention_mask.new_zeros((len(rows), s))
     for i, row in enumerate(rows):
@@ -81,12 +90,18 @@ def split_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, min_pref
     return PrefixSplit(rows[0][:p].unsqueeze(0), suffix, mask, p + position_ids(smask), input_ids.numel())
 
 
-def fits_window(model: Any, total_len: int) -> bool:
-    """False when the model attends through a sliding window shorter than ``total_len`` columns."""
+def sliding_window(model: Any) -> int | None:
+    """The model's sliding attention window in tokens, or None when it attends to the whole sequence."""
     config = getattr(model, "config", None)
     config = getattr(config, "text_config", None) or config
     window = getattr(config, "sliding_window", None)
-    return not window or int(window) >= total_len
+    return int(window) if window else None
+
+
+def fits_window(model: Any, total_len: int) -> bool:
+    """False when the model attends through a sliding window shorter than ``total_len`` columns."""
+    window = sliding_window(model)
+    return window is None or window >= total_len
 
 
 def prefill(model: Any, split: PrefixSplit, cache: Any, cache_kwarg: str) -> torch.Tensor:

@@ -1,10 +1,12 @@
 """Resume a forward pass at block l from cached block inputs (spec §2.7: "run blocks l..L-1 only").
 
 During one baseline pass a pre-hook on every block records its hidden-state input and call arguments
-(attention mask, rotary embeddings, ...). ``logprobs_from(l, h)`` then runs blocks l..L-1, the final
-norm and the head on the last position only. The fast path is verified once against the full forward
-(``ok``); models whose head does more than norm + unembedding (logit scaling, soft-capping) fail that
-check and the caller falls back to full forwards.
+(attention mask, rotary embeddings, ...). ``logprobs_added(l, r)`` then adds r to the recorded input of block l
+and runs blocks l..L-1, the final norm and the head on each prompt's last position only. When the prompts share
+the chat template's prefix, the recorded pass runs on ``models.packing``'s padding-free packs (the prefix once per
+pack), so every resumed pass computes those positions only (issue 19 §2). The fast path is verified once against
+the full left-padded forward (``ok``); packs that fail it are dropped for the padded batch, and models whose head
+does more than norm + unembedding (logit scaling, soft-capping) fail it too: the caller then uses full forwards.
 """
 
 from __future__ import annotations
@@ -17,49 +19,88 @@ from alignlab.models.anatomy import Anatomy, tensor_of
 from alignlab.models.chat import Encoded
 from alignlab.refusal.forward import COUNTER, last_logprobs
 
+Call = tuple[torch.Tensor, tuple, dict[str, Any]]
+
 
 class PrefixCache:
-    def __init__(self, model: torch.nn.Module, anatomy: Anatomy, enc: Encoded) -> None:
-        self.model = model
-        self.anatomy = anatomy
-        self.blocks = anatomy.blocks
-        self.calls: list[tuple[torch.Tensor, tuple, dict[str, Any]]] = []
-        handles = []
+    def __init__(self, model: torch.nn.Module, anatomy: Anatomy, enc: Encoded, pack_tokens: int = 512) -> None:
+        from alignlab.models.packing import pack_rows
+        from alignlab.models.prefix_split import fits_window, sliding_window
+
+        self.model, self.anatomy, self.blocks = model, anatomy, anatomy.blocks
+        self.batch = int(enc.input_ids.shape[0])
+        self.baseline = last_logprobs(model, enc)  # [batch, vocab] float64, the full left-padded forward
+        window = sliding_window(model)
+        packs = pack_rows(enc.input_ids, enc.attention_mask, min(pack_tokens, window or pack_tokens))
+        self.ok = False
+        if packs and fits_window(model, max(int(p.ids.shape[1]) for p in packs)):
+            self.runs = self._record(lambda: _packed_forwards(model, packs))
+            self.lasts = [(p.last, p.rows) for p in packs]
+            self.ok = self._verify()
+        if not self.ok:  # the left-padded batch as one run
+            self.runs = self._record(lambda: last_logprobs(model, enc))
+            self.lasts = [(torch.tensor([-1]), list(range(self.batch)))]
+            self.ok = self._verify()
+
+    def _record(self, forward: Any) -> list[list[Call]]:
+        """Block inputs of every forward ``forward()`` makes: one list of per-block calls per forward."""
+        calls: list[Call] = []
 
         def record(module, args, kwargs):
             hidden = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs["hidden_states"]
             rest = args[1:] if args and isinstance(args[0], torch.Tensor) else args
             kw = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-            self.calls.append((hidden.detach(), rest, kw))
+            calls.append((hidden.detach(), rest, kw))
 
-        for block in self.blocks:
-            handles.append(block.register_forward_pre_hook(record, with_kwargs=True))
+        handles = [block.register_forward_pre_hook(record, with_kwargs=True) for block in self.blocks]
         try:
-            self.baseline = last_logprobs(model, enc)  # [batch, vocab] float64
+            forward()
         finally:
             for handle in handles:
                 handle.remove()
-        self.ok = len(self.calls) == len(self.blocks) and self._verify()
+        n = len(self.blocks)
+        if n == 0 or len(calls) % n:
+            return []
+        return [calls[i:i + n] for i in range(0, len(calls), n)]
 
-    def hidden(self, layer: int) -> torch.Tensor:
-        """Cached resid_pre[layer]: [batch, seq, d]"""
-        return self.calls[layer][0]
-
-    def logprobs_from(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
-        """Run blocks layer..L-1 on ``hidden`` [batch, seq, d]; float64 last-position log-probs [batch, vocab]."""
+    def logprobs_added(self, layer: int, direction: torch.Tensor) -> torch.Tensor:
+        """Activation addition at resid_pre[layer] (every position): float64 last-position log-probs
+        [batch, vocab], running blocks layer..L-1 only."""
         COUNTER.forwards += 1
-        h = hidden
+        out: torch.Tensor | None = None
         with torch.no_grad():
-            for index in range(layer, len(self.blocks)):
-                _, args, kwargs = self.calls[index]
-                h = tensor_of(self.blocks[index](h, *args, **kwargs))
-            last = self.anatomy.final_norm(h[:, -1:, :])
-            logits = self.anatomy.unembedding(last)[:, -1, :]
-        return torch.log_softmax(logits.double(), dim=-1)
+            for run, (last, rows) in zip(self.runs, self.lasts):
+                h = run[layer][0]
+                h = (h.float() + direction.to(h.device)).to(h.dtype)
+                for index in range(layer, len(self.blocks)):
+                    _, args, kwargs = run[index]
+                    h = tensor_of(self.blocks[index](h, *args, **kwargs))
+                logits = self._head(h, last)  # [k, vocab]
+                if out is None:
+                    out = logits.new_empty((self.batch, logits.shape[-1]))
+                out[torch.tensor(rows, device=out.device)] = logits
+        assert out is not None
+        return torch.log_softmax(out.double(), dim=-1)
+
+    def _head(self, h: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        if last.numel() == 1 and int(last[0]) == -1:  # left-padded batch: every row's last column
+            return self.anatomy.unembedding(self.anatomy.final_norm(h[:, -1:, :]))[:, -1, :]
+        picked = h[:, last.to(h.device), :]  # [1, k, d]
+        return self.anatomy.unembedding(self.anatomy.final_norm(picked))[0]
 
     def _verify(self) -> bool:
+        if not self.runs:
+            return False
         try:
-            again = self.logprobs_from(0, self.hidden(0))
+            zero = torch.zeros(self.runs[0][0][0].shape[-1])
+            again = self.logprobs_added(0, zero)
         except Exception:  # noqa: BLE001 - any failure of the fast path means "use full forwards"
             return False
-        return bool((again - self.baseline).abs().max() < 1e-3)
+        return again.shape == self.baseline.shape and bool((again - self.baseline).abs().max() < 1e-3)
+
+
+def _packed_forwards(model: torch.nn.Module, packs: list) -> None:
+    from alignlab.models.packing import packed_last_logits
+
+    with torch.no_grad():
+        packed_last_logits(model, packs, sum(len(p.rows) for p in packs))

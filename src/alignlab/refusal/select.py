@@ -94,9 +94,7 @@ class _Scorer:
         cand.bypass = float(refusal_score(lp[: self.n_h], self.ids).mean())
         cand.kl = float(first_token_kl(self.base_harmless, lp[self.n_h:]).mean())
         if self.prefix.ok:
-            hidden = self.prefix.hidden(cand.layer)
-            added = (hidden.float() + direction.to(hidden.device)).to(hidden.dtype)
-            lp_add = self.prefix.logprobs_from(cand.layer, added)
+            lp_add = self.prefix.logprobs_added(cand.layer, direction)
         else:
             with add_direction(self.model, direction, cand.layer, 1.0, self.anatomy):
                 lp_add = last_logprobs(self.model, self.enc_harmless)

@@ -1,10 +1,11 @@
-"""Last-position log-probs of a batch whose rows share a token prefix, with the prefix computed once (issue 19 §2).
+"""Last-position log-probs of a batch whose rows share a token prefix, without padding and with the prefix computed
+once (issue 19 §2).
 
 The selection, search and subspace stages score hundreds of interventions on the same few prompt batches, and
-every intervention acts position by position (directional ablation, activation addition), so the prefix's keys
-and values under an intervention do not depend on what follows: ``models.prefix_split`` runs it once as one row.
-The fast path is checked once against the full forward (``ok``); a model it does not reproduce (no KV-cache
-interface, a cache that cannot be repeated, a sliding window shorter than the batch) gets full forwards.
+every intervention acts position by position (directional ablation, activation addition), so the forward can run
+on ``models.packing``'s packs (the prefix once, then every row's own tokens under a block mask) instead of the
+left-padded batch. The fast path is checked once against the full forward (``ok``); a model it does not reproduce
+(no 4-D mask support, a sliding window shorter than a pack, a head that differs) gets full forwards.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import torch
 
 from alignlab.models.chat import Encoded
-from alignlab.models.prefix_split import common_prefix, fits_window, prefill, split_prefix
+from alignlab.models.packing import pack_rows, packed_last_logits
+from alignlab.models.prefix_split import common_prefix, fits_window, sliding_window
 from alignlab.refusal.forward import COUNTER, last_logprobs
 
 __all__ = ["SharedPrefix", "common_prefix"]
@@ -23,18 +25,22 @@ class SharedPrefix:
     whatever hooks are active at the call. Construct it outside any hook context: ``baseline`` is the model's
     own log-probs, computed for the check."""
 
-    def __init__(self, model: torch.nn.Module, enc: Encoded, min_prefix: int = 4, atol: float = 1e-3) -> None:
+    def __init__(self, model: torch.nn.Module, enc: Encoded, min_prefix: int = 4, atol: float = 1e-3,
+                 pack_tokens: int = 512) -> None:
         self.model, self.enc = model, enc
-        self.split = split_prefix(enc.input_ids, enc.attention_mask, min_prefix)
-        self.p = 0 if self.split is None else self.split.p
+        window = sliding_window(model)  # a pack must fit it: the block mask replaces the model's own masks
+        self.packs = pack_rows(enc.input_ids, enc.attention_mask, min(pack_tokens, window or pack_tokens), min_prefix)
+        self.p = 0 if not self.packs else int((self.packs[0].segment == -1).sum())
         self.baseline = last_logprobs(model, enc)  # [b, vocab]
-        self.ok = (self.split is not None and fits_window(model, enc.input_ids.shape[1])
-                   and self._check(atol))
+        longest = max((int(pk.ids.shape[1]) for pk in self.packs or []), default=0)
+        self.ok = bool(self.packs) and fits_window(model, longest) and self._check(atol)
 
     @property
     def saved_fraction(self) -> float:
         """Token positions a forward no longer computes, over those of the full left-padded batch."""
-        return self.split.saved_fraction if self.ok and self.split is not None else 0.0
+        if not self.ok or not self.packs:
+            return 0.0
+        return 1.0 - sum(int(pk.ids.shape[1]) for pk in self.packs) / self.enc.input_ids.numel()
 
     def last_logprobs(self) -> torch.Tensor:
         """Float64 next-token log-softmax at the last prompt position: [batch, vocab]."""
@@ -43,15 +49,10 @@ class SharedPrefix:
         return self._fast()
 
     def _fast(self) -> torch.Tensor:
-        from transformers import DynamicCache
-
-        from alignlab.models.generate import _cache_kwarg
-
-        assert self.split is not None
+        assert self.packs is not None
         COUNTER.forwards += 1
         with torch.no_grad():
-            cache = DynamicCache(config=self.model.config)
-            logits = prefill(self.model, self.split, cache, _cache_kwarg(self.model))  # [b, vocab]
+            logits = packed_last_logits(self.model, self.packs, self.enc.input_ids.shape[0])  # [b, vocab]
         return torch.log_softmax(logits.double(), dim=-1)
 
     def _check(self, atol: float) -> bool:
