@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from alignlab.models.chat import chat_format
+from alignlab.models.prefix_split import common_prefix
 from alignlab.models.tiny import FAMILIES, tiny_model
 from alignlab.refusal.forward import COUNTER, last_logprobs
 from alignlab.refusal.intervene import ablate, ablate_subspace, add_direction
-from alignlab.refusal.shared_prefix import SharedPrefix, common_prefix
+from alignlab.refusal.shared_prefix import SharedPrefix
 
 SYSTEM = "Be brief."
 # short enough that every row fits the tiny gemma2/3 sliding window (64) and gpt2's 128 positions

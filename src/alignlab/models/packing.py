@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alignlab.models.prefix_split import unpadded_rows
+from alignlab.models.prefix_split import fits_window, sliding_window, unpadded_rows
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,17 @@ def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, pack_tokens
         group.append(i)
         size += own
     packs.append(_build(rows, group, p))
+    return packs
+
+
+def window_packs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 pack_tokens: int = 512, min_prefix: int = 4) -> list[Pack] | None:
+    """``pack_rows`` for ``model``: packs no longer than its sliding window (the block mask replaces the model's own
+    masks, window included), or None where no packing applies or a single row with the prefix exceeds the window."""
+    window = sliding_window(model)
+    packs = pack_rows(input_ids, attention_mask, min(pack_tokens, window or pack_tokens), min_prefix)
+    if not packs or not fits_window(model, max(int(pk.ids.shape[1]) for pk in packs)):
+        return None
     return packs
 
 

@@ -24,22 +24,22 @@ Call = tuple[torch.Tensor, tuple, dict[str, Any]]
 
 class PrefixCache:
     def __init__(self, model: torch.nn.Module, anatomy: Anatomy, enc: Encoded, pack_tokens: int = 512) -> None:
-        from alignlab.models.packing import pack_rows
-        from alignlab.models.prefix_split import fits_window, sliding_window
+        from alignlab.models.packing import window_packs
 
         self.model, self.anatomy, self.blocks = model, anatomy, anatomy.blocks
         self.batch = int(enc.input_ids.shape[0])
         self.baseline = last_logprobs(model, enc)  # [batch, vocab] float64, the full left-padded forward
-        window = sliding_window(model)
-        packs = pack_rows(enc.input_ids, enc.attention_mask, min(pack_tokens, window or pack_tokens))
+        packs = window_packs(model, enc.input_ids, enc.attention_mask, pack_tokens)
         self.ok = False
-        if packs and fits_window(model, max(int(p.ids.shape[1]) for p in packs)):
+        # lasts: per recorded run, the columns of its rows' last tokens (None: the padded batch's last column)
+        self.lasts: list[tuple[torch.Tensor | None, list[int]]]
+        if packs:
             self.runs = self._record(lambda: _packed_forwards(model, packs))
             self.lasts = [(p.last, p.rows) for p in packs]
             self.ok = self._verify()
         if not self.ok:  # the left-padded batch as one run
             self.runs = self._record(lambda: last_logprobs(model, enc))
-            self.lasts = [(torch.tensor([-1]), list(range(self.batch)))]
+            self.lasts = [(None, list(range(self.batch)))]
             self.ok = self._verify()
 
     def _record(self, forward: Any) -> list[list[Call]]:
@@ -82,8 +82,8 @@ class PrefixCache:
         assert out is not None
         return torch.log_softmax(out.double(), dim=-1)
 
-    def _head(self, h: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        if last.numel() == 1 and int(last[0]) == -1:  # left-padded batch: every row's last column
+    def _head(self, h: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
+        if last is None:  # left-padded batch: every row's last column
             return self.anatomy.unembedding(self.anatomy.final_norm(h[:, -1:, :]))[:, -1, :]
         picked = h[:, last.to(h.device), :]  # [1, k, d]
         return self.anatomy.unembedding(self.anatomy.final_norm(picked))[0]

@@ -13,11 +13,9 @@ from __future__ import annotations
 import torch
 
 from alignlab.models.chat import Encoded
-from alignlab.models.packing import pack_rows, packed_last_logits
-from alignlab.models.prefix_split import common_prefix, fits_window, sliding_window
+from alignlab.models.packing import packed_last_logits, window_packs
+from alignlab.models.prefix_split import unpadded_rows
 from alignlab.refusal.forward import COUNTER, last_logprobs
-
-__all__ = ["SharedPrefix", "common_prefix"]
 
 
 class SharedPrefix:
@@ -28,12 +26,11 @@ class SharedPrefix:
     def __init__(self, model: torch.nn.Module, enc: Encoded, min_prefix: int = 4, atol: float = 1e-3,
                  pack_tokens: int = 512) -> None:
         self.model, self.enc = model, enc
-        window = sliding_window(model)  # a pack must fit it: the block mask replaces the model's own masks
-        self.packs = pack_rows(enc.input_ids, enc.attention_mask, min(pack_tokens, window or pack_tokens), min_prefix)
-        self.p = 0 if not self.packs else int((self.packs[0].segment == -1).sum())
+        self.packs = window_packs(model, enc.input_ids, enc.attention_mask, pack_tokens, min_prefix)
+        found = unpadded_rows(enc.input_ids, enc.attention_mask, min_prefix)
+        self.p = 0 if found is None else found[1]  # the rows' shared prefix, packed or not (window)
         self.baseline = last_logprobs(model, enc)  # [b, vocab]
-        longest = max((int(pk.ids.shape[1]) for pk in self.packs or []), default=0)
-        self.ok = bool(self.packs) and fits_window(model, longest) and self._check(atol)
+        self.ok = bool(self.packs) and self._check(atol)
 
     @property
     def saved_fraction(self) -> float:
