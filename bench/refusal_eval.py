@@ -4,7 +4,8 @@ prompts, same run (issue 19 §1: target >= 2x).
 Both sides decode the same test prompts (harmful and harmless, the demo's sets) in length-sorted batches
 with ``--max-new-tokens``; the baseline is what the evaluation did before (one ``model.generate`` call per
 batch of 32), ours is ``alignlab.models.generate.generate_greedy`` at the evaluation's default batch of 64
-(finished rows leave the batch, so a wide batch costs only its live rows). Prints tokens/s,
+(continuous batching: a finished row's place goes to a waiting prompt), and, for reference, our loop batch by
+batch (finished rows leave, none join). Prints tokens/s,
 the ratio and how many replies are token-identical.
 
     python bench/refusal_eval.py [--model smollm2-135m-refusal] [--n 128] [--max-new-tokens 64]
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--ours-batch-size", type=int, default=64, help="our batch (the evaluation's default)")
     args = parser.parse_args()
 
-    from alignlab.models import load_model
+    from alignlab.models import continuous, load_model
     from alignlab.models.chat import chat_format
     from alignlab.models.generate import _hf_tokens, _stop_ids, generate_greedy
     from alignlab.refusal.config import PromptConfig
@@ -58,6 +59,12 @@ def main() -> None:
         t0 = time.perf_counter()
         ref = baseline()
         t_ref = time.perf_counter() - t0
+        continuous.ENABLED = False  # our loop batch by batch (finished rows leave, none join)
+        t0 = time.perf_counter()
+        per_batch = generate_greedy(lm.model, fmt, prompts, args.max_new_tokens, args.ours_batch_size,
+                                    progress=False)
+        t_batch = time.perf_counter() - t0
+        continuous.ENABLED = True  # waiting prompts take the finished rows' places
         t0 = time.perf_counter()
         ours = generate_greedy(lm.model, fmt, prompts, args.max_new_tokens, args.ours_batch_size, progress=False)
         t_ours = time.perf_counter() - t0
@@ -68,8 +75,12 @@ def main() -> None:
           f"(baseline) / {args.ours_batch_size} (ours), "
           f"{torch.get_num_threads()} threads; {n_tokens} generated tokens")
     print(f"model.generate (baseline): {t_ref:7.1f} s  {n_tokens / t_ref:7.1f} tok/s")
-    print(f"alignlab generate_greedy : {t_ours:7.1f} s  {n_tokens / t_ours:7.1f} tok/s")
-    print(f"ratio: {t_ref / t_ours:.2f}x   identical replies: {same}/{len(prompts)}")
+    print(f"alignlab, batch by batch : {t_batch:7.1f} s  {n_tokens / t_batch:7.1f} tok/s  "
+          f"({t_ref / t_batch:.2f}x)")
+    print(f"alignlab generate_greedy : {t_ours:7.1f} s  {n_tokens / t_ours:7.1f} tok/s  (continuous batching)")
+    same_batch = sum(a.text == b.text for a, b in zip(per_batch, ours))
+    print(f"ratio: {t_ref / t_ours:.2f}x   identical replies: {same}/{len(prompts)} (to model.generate), "
+          f"{same_batch}/{len(prompts)} (to batch by batch)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Time direction selection on a real model: screened selection vs naive full scoring, same run.
 
-Prints candidates/s for both and the speed-up; and the selection with the chat template's shared prefix run
-once per forward (issue 19 §2) against full left-padded forwards, with whether both pick the same candidate. Naive scoring (every candidate on the whole val set,
+Prints candidates/s for both and the speed-up; and the selection as it runs now (the chat template's shared
+prefix once per forward, bfloat16 screening where the CPU has it: issue 19 §2) against full left-padded float32
+forwards, with whether both pick the same candidate from the same finalists. Naive scoring (every candidate on the whole val set,
 RD's rule) is timed on ``--naive-sample`` candidates and extrapolated, so the bench stays short.
 
     python bench/refusal_select.py [--model smollm2-135m-refusal] [--naive-sample 12]
@@ -10,10 +11,15 @@ RD's rule) is timed on ``--naive-sample`` candidates and extrapolated, so the be
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import time
 
 import torch
+
+
+def finalists(sel) -> set[tuple[int, int]]:
+    return {(c.position, c.layer) for c in sel.candidates if c.stage == "full"}
 
 
 def main() -> None:
@@ -65,13 +71,18 @@ def main() -> None:
                                cfg)
         return out, time.perf_counter() - t0
 
-    prefix_split.ENABLED = False  # baseline: every forward runs the whole left-padded batch
+    import dataclasses
+
+    fast_cfg = cfg
+    prefix_split.ENABLED = False  # baseline: every forward runs the whole left-padded batch, in float32
+    cfg = dataclasses.replace(fast_cfg, screen_bf16=False)
     sel_full, t_full = timed_select()
-    prefix_split.ENABLED = True  # the template's shared prefix runs once per forward (issue 19 §2)
+    prefix_split.ENABLED = True  # the template's shared prefix runs once per forward (issue 19 §2) ...
+    cfg = fast_cfg  # ... and screening uses bfloat16 matmuls where the CPU has them
     sel, t_select = timed_select()
     same = (sel.chosen.position, sel.chosen.layer) == (sel_full.chosen.position, sel_full.chosen.layer)
-    worst = max(abs(a.bypass - b.bypass) for a, b in zip(sel.candidates, sel_full.candidates)
-                if a.stage != "pruned" and a.stage == b.stage)
+    worst = max((abs(a.bypass - b.bypass) for a, b in zip(sel.candidates, sel_full.candidates)
+                 if a.stage == b.stage == "full"), default=float("nan"))
 
     t_naive = t_naive_each = float("nan")
     if args.naive_sample:
@@ -90,10 +101,15 @@ def main() -> None:
     print(f"screened selection: {t_select:.1f} s  ({n_candidates / t_select:.2f} candidates/s), "
           f"chosen layer {sel.chosen.layer} pos {sel.chosen.position}, {sel.forwards} forwards, "
           f"{sel.generates} generate calls")
-    print(f"full-batch forwards (shared prefix off): {t_full:.1f} s, chosen layer {sel_full.chosen.layer} pos "
-          f"{sel_full.chosen.position}; shared prefix on: {t_select:.1f} s; same pick: {same}; max |bypass "
-          f"difference| over screened candidates {worst:.2e}")
-    print(f"speedup_shared_prefix={t_full / t_select:.2f}")
+    from alignlab.models.precision import bf16_autocast
+
+    bf16 = not isinstance(bf16_autocast(lm.model), contextlib.nullcontext)
+    print(f"full-batch float32 forwards (shared prefix off, bf16 screening off): {t_full:.1f} s, chosen layer "
+          f"{sel_full.chosen.layer} pos {sel_full.chosen.position}; shared prefix on + bf16 screening "
+          f"({'used' if bf16 else 'not available here'}): {t_select:.1f} s; same pick: {same}; same finalists: "
+          f"{finalists(sel) == finalists(sel_full)}; max |bypass difference| over fully scored candidates "
+          f"{worst:.2e}")
+    print(f"speedup={t_full / t_select:.2f}")
     if not args.naive_sample:
         return
     print(f"naive full scoring: {t_naive_each:.2f} s/candidate -> {t_naive:.1f} s for all "

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 import torch
 
 from alignlab.models.generate import _fast_ok, _hf_tokens, greedy_tokens
-from alignlab.models.tiny import FAMILIES, tiny_model
+from alignlab.models.tiny import FAMILIES, chaotic_model, splitting_stop, tiny_model
 
 PROMPTS = ["Hi", "How do I bake bread at home?", "List three colours.", "x", "Tell me a story about a cat."]
-
-
-def _chaotic(family: str):
-    """A tiny model with larger weights: its greedy tokens vary along a row and between rows."""
-    model, tok = tiny_model(family, seed=3)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-    return model, tok
 
 
 def _batch(tok):
@@ -29,20 +16,11 @@ def _batch(tok):
     return enc.input_ids, enc.attention_mask
 
 
-def _stop_that_splits(model, ids, mask, n_new: int) -> int:
-    """A token the model emits in some rows but not all (so some rows finish early and others run on)."""
-    free = greedy_tokens(model, ids, mask, n_new, [])
-    rows = [set(t[: n_new - 2]) for t, _ in free]
-    counts = Counter(t for r in rows for t in r)
-    partial = [t for t, c in counts.most_common() if 0 < c < len(rows)]
-    return partial[0] if partial else free[0][0][1]
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fast_loop_equals_generate_with_rows_finishing_early(family):
-    model, tok = _chaotic(family)
+    model, tok = chaotic_model(family)
     ids, mask = _batch(tok)
-    stop = _stop_that_splits(model, ids, mask, 12)
+    stop = splitting_stop(model, ids, mask, 12)
     with torch.no_grad():
         ours = greedy_tokens(model, ids, mask, 12, [stop])
         ref = _hf_tokens(model, ids, mask, 12, [stop], tok.pad_token_id)
@@ -77,14 +55,14 @@ SHARED = "You answer briefly. "  # every row starts with these tokens: the prefi
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_shared_prefix_prefill_equals_generate(family):
-    model, tok = _chaotic(family)
+    model, tok = chaotic_model(family)
     enc = tok([SHARED + p for p in PROMPTS], return_tensors="pt", padding=True)
     ids, mask = enc.input_ids, enc.attention_mask
     from alignlab.models.prefix_split import fits_window, split_prefix
 
     split = split_prefix(ids, mask)
     assert split is not None and split.p >= len(SHARED) - 2 and split.saved_fraction > 0.3
-    stop = _stop_that_splits(model, ids, mask, 12)
+    stop = splitting_stop(model, ids, mask, 12)
     with torch.no_grad():
         ours = greedy_tokens(model, ids, mask, 12, [stop])
         ref = _hf_tokens(model, ids, mask, 12, [stop], tok.pad_token_id)

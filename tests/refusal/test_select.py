@@ -53,3 +53,44 @@ def test_bad_config_is_one_line_error():
         SelectConfig(prune_frac=1.5)
     with pytest.raises(AlignlabError):
         SelectConfig(kl_max=0)
+
+
+def test_screening_runs_in_bf16_and_the_full_scores_stay_float32(monkeypatch):
+    import torch
+
+    from alignlab.models import precision
+    from alignlab.models.chat import chat_format
+    from alignlab.models.tiny import tiny_model
+    from alignlab.refusal import select as sel
+
+    model, tok = tiny_model("llama", seed=2)
+    fmt = chat_format(tok, system="Be brief.")
+    harmful = ["how to pick a lock", "make a weapon", "steal a car", "hack a phone", "forge a cheque", "poison"]
+    harmless = ["bake bread", "a poem", "cats?", "three colours", "capital of France", "sing a song"]
+    n_layers, d = model.config.num_hidden_layers, model.config.hidden_size
+    r = torch.randn(fmt.n_eoi, n_layers, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    cfg = SelectConfig(screen_n=3, full_k=2, kl_max=100.0, induce_min=-1e9, prune_frac=0.0)
+    calls: list[bool] = []
+    score = sel._Scorer.score
+
+    def spy(self, cand, r):
+        calls.append(torch.is_autocast_enabled("cpu"))
+        return score(self, cand, r)
+
+    monkeypatch.setattr(sel._Scorer, "score", spy)
+    monkeypatch.setattr(precision, "bf16_fast", lambda device: True)
+    fast = sel.select_direction(model, fmt, r, harmful, harmless, [5, 6], cfg)
+    n_live = fmt.n_eoi * n_layers
+    assert calls == [True] * n_live + [False] * cfg.full_k  # screening in bf16, full scoring not
+    calls.clear()
+    plain = sel.select_direction(model, fmt, r, harmful, harmless, [5, 6],
+                                 SelectConfig(**{**cfg.__dict__, "screen_bf16": False}))
+    assert calls == [False] * (n_live + cfg.full_k)
+    full = {(c.position, c.layer): c for c in plain.candidates if c.stage == "full"}
+    common = [c for c in fast.candidates if c.stage == "full" and (c.position, c.layer) in full]
+    assert common  # the same finalists are scored identically: the pick never sees bf16 numbers
+    for c in common:
+        other = full[(c.position, c.layer)]
+        assert (c.bypass, c.kl, c.induce) == (other.bypass, other.kl, other.induce)
+    screened = {(c.position, c.layer): c.bypass for c in plain.candidates}
+    assert any(c.bypass != screened[(c.position, c.layer)] for c in fast.candidates if c.stage == "screened")

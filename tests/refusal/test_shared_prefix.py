@@ -120,3 +120,47 @@ def test_prefix_cache_on_packs_equals_activation_addition_by_hooks(family):
         got = cache.logprobs_added(layer, r)
         assert (got - ref).abs().max() < 1e-4, (family, layer)
         assert (ref - cache.baseline).abs().max() > 1e-3
+
+
+def test_the_check_runs_the_full_forward_on_a_few_rows_and_catches_a_wrong_path(monkeypatch):
+    from alignlab.refusal import shared_prefix
+
+    model, tok = tiny_model("llama", seed=2)
+    fmt = chat_format(tok, system=SYSTEM)
+    enc = fmt.encode(PROMPTS * 3)  # 18 rows
+    widths: list[int] = []
+    handle = model.model.layers[0].register_forward_hook(lambda m, i, o: widths.append(i[0].shape[0]))
+    try:
+        shared = SharedPrefix(model, enc, pack_tokens=60, check_rows=4)
+    finally:
+        handle.remove()
+    assert shared.ok and len(shared.packs) > 1
+    assert widths == [1] * len(shared.packs) + [4]  # the packs (one sequence each), then 4 rows in full
+    assert (shared.baseline - last_logprobs(model, enc)).abs().max() < 1e-4  # the baseline is the model's own
+
+    def skewed(model, packs, n):  # a fast path that gets one late row wrong
+        out = packed(model, packs, n)
+        out[-1, 0] += 5.0
+        return out
+
+    packed = shared_prefix.packed_last_logits
+    monkeypatch.setattr(shared_prefix, "packed_last_logits", skewed)
+    wrong = SharedPrefix(model, enc, pack_tokens=60, check_rows=4)
+    assert not wrong.ok and torch.equal(wrong.baseline, last_logprobs(model, enc))  # the last pack's last row is checked
+
+
+def test_prefix_cache_takes_the_callers_baseline_and_checks_against_it():
+    from alignlab.models.anatomy import map_model
+    from alignlab.refusal.prefix import PrefixCache
+
+    model, tok = tiny_model("llama", seed=5)
+    enc = chat_format(tok, system=SYSTEM).encode(PROMPTS)
+    base = last_logprobs(model, enc)
+    before = COUNTER.forwards
+    cache = PrefixCache(model, map_model(model), enc, pack_tokens=80, baseline=base)
+    assert cache.ok and cache.baseline is base
+    assert COUNTER.forwards - before == 1  # the check only: no full forward of its own
+    before = COUNTER.forwards
+    PrefixCache(model, map_model(model), enc, pack_tokens=80)
+    assert COUNTER.forwards - before == 2  # without it: the full forward, then the check
+    assert not PrefixCache(model, map_model(model), enc, pack_tokens=80, baseline=base + 0.01).ok

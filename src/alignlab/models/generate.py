@@ -37,10 +37,45 @@ def generate_greedy(model: Any, fmt: Any, prompts: list[str], max_new_tokens: in
     out: list[Reply | None] = [None] * len(prompts)
     device = next(model.parameters()).device
     with progress_bar(len(prompts), "greedy replies", "prompt", enabled=progress) as update:
-        for start in range(0, len(order), batch_size):
-            _generate_batch(model, fmt, prompts, order[start:start + batch_size], max_new_tokens, eos, device, out)
-            update(min(batch_size, len(order) - start))
+        if not (_fast_ok(model) and _stream(model, fmt, prompts, order, max_new_tokens, eos, batch_size, device,
+                                            out, update)):
+            for start in range(0, len(order), batch_size):
+                _generate_batch(model, fmt, prompts, order[start:start + batch_size], max_new_tokens, eos, device,
+                                out)
+                update(min(batch_size, len(order) - start))
     return [r for r in out if r is not None]
+
+
+def _stream(model: Any, fmt: Any, prompts: list[str], order: list[int], max_new_tokens: int, eos: list[int],
+            batch_size: int, device: torch.device, out: list[Reply | None], update: Any) -> bool:
+    """Every prompt through ``models.continuous`` (finished rows replaced by waiting ones); False (nothing
+    written) where the model's cache does not allow it."""
+    from alignlab.models.continuous import Unsupported, greedy_stream, supported
+
+    rows: list[torch.Tensor] = []
+    index: list[int] = []  # row -> prompt index
+    alone: list[int] = []  # boundary mismatch: rendered each alone
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = fmt.encode([prompts[i] for i in idx], device=device, strict=False)
+        lengths = enc.attention_mask.sum(1).tolist()
+        for row, j in enumerate(enc.kept):
+            rows.append(enc.input_ids[row, enc.input_ids.shape[1] - int(lengths[row]):])
+            index.append(idx[j])
+        alone += [idx[j] for j in sorted(set(range(len(idx))) - set(enc.kept))]
+    if not rows or not supported(model, rows, max_new_tokens):
+        return False
+    try:
+        got = greedy_stream(model, rows, max_new_tokens, eos, batch_size, on_done=update)
+    except Unsupported:
+        return False
+    tok = fmt.tokenizer
+    for i, (ids, finished) in zip(index, got):
+        out[i] = Reply(tok.decode(ids, skip_special_tokens=True).strip(), finished)
+    for i in alone:
+        out[i] = generate_greedy(model, fmt, [prompts[i]], max_new_tokens, 1, False)[0]
+        update(1)
+    return True
 
 
 def _generate_batch(model: Any, fmt: Any, prompts: list[str], idx: list[int], max_new_tokens: int,

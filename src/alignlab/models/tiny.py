@@ -137,3 +137,28 @@ def _randomise_norms(model: torch.nn.Module, seed: int) -> None:
         for name, param in model.named_parameters():
             if param.ndim == 1 and ("norm" in name or "ln" in name) or name.endswith(".bias"):
                 param.add_(0.1 * torch.randn(param.shape, generator=gen, dtype=param.dtype))
+
+
+def chaotic_model(family: str = "llama"):
+    """A tiny model with larger weights: its greedy tokens vary along a row and between rows (decoding tests)."""
+    model, tok = tiny_model(family, seed=3)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    return model, tok
+
+
+def splitting_stop(model: Any, ids: torch.Tensor, mask: torch.Tensor, n_new: int) -> int:
+    """A token ``model`` emits greedily in some rows of the left-padded batch but not all, so that as a stop token
+    some rows finish early and others run on (decoding tests)."""
+    from collections import Counter
+
+    from alignlab.models.generate import greedy_tokens
+
+    free = greedy_tokens(model, ids, mask, n_new, [])
+    rows = [set(t[: n_new - 2]) for t, _ in free]
+    counts = Counter(t for r in rows for t in r)
+    partial = [t for t, c in counts.most_common() if 0 < c < len(rows)]
+    return partial[0] if partial else free[0][0][1]

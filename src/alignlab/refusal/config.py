@@ -57,6 +57,9 @@ class SelectConfig:
     """Prompts per side in the cheap screening pass over every candidate (0: no screening)."""
     full_k: int = 8
     """Candidates that get full scoring on the whole val set after screening."""
+    screen_bf16: bool = True
+    """Screen with bfloat16 matmuls where the hardware has them (CPUs with AVX512-BF16/AMX, GPUs): ~1.5x faster
+    screening; full scoring, which makes the pick, stays in the model's dtype."""
     confirm_k: int = 0
     """Confirm the best K survivors by greedy generation on harmful val (0 reproduces RD's rule)."""
     confirm_tokens: int = 64
@@ -116,9 +119,9 @@ class EvalConfig:
     """Allow --max-new-tokens below 64 (disclaimers can come late)."""
     judge: Literal["rd", "broad"] = "rd"
     """Substring judge preset."""
-    batch_size: int = 64
-    """Prompts per generation batch (rows that finish leave the batch, so a wide batch costs only its live rows;
-    on 2 CPU cores 64 rows decode ~1.4x faster per token than 32)."""
+    batch_size: int = 128
+    """Rows decoding at once (continuous batching: a finished row's place goes to the next prompt; on 2 CPU
+    cores 128 rows decode ~10 % faster per token than 64, and 64 ~1.4x faster than 32)."""
     actadd_coeff: float = 1.0
     """Coefficient c of activation addition (+c·r induces refusal on harmless, -c·r bypasses on harmful)."""
     ce: bool = True

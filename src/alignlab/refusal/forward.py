@@ -26,8 +26,9 @@ class ForwardCounter:
 COUNTER = ForwardCounter()
 
 
-def last_logprobs(model: torch.nn.Module, enc: Encoded, rows: slice | None = None) -> torch.Tensor:
-    """Float64 log-softmax of the next-token logits at the last prompt position: [batch, vocab]."""
+def last_logprobs(model: torch.nn.Module, enc: Encoded, rows: slice | torch.Tensor | None = None) -> torch.Tensor:
+    """Float64 log-softmax of the next-token logits at the last prompt position: [batch, vocab] (the ``rows``
+    of the batch only, when given)."""
     ids, mask = enc.input_ids, enc.attention_mask
     if rows is not None:
         ids, mask = ids[rows], mask[rows]

@@ -23,12 +23,15 @@ Call = tuple[torch.Tensor, tuple, dict[str, Any]]
 
 
 class PrefixCache:
-    def __init__(self, model: torch.nn.Module, anatomy: Anatomy, enc: Encoded, pack_tokens: int = 512) -> None:
+    def __init__(self, model: torch.nn.Module, anatomy: Anatomy, enc: Encoded, pack_tokens: int = 512,
+                 baseline: torch.Tensor | None = None) -> None:
+        """``baseline``: the model's last-position log-probs of ``enc`` [batch, vocab] where the caller has them
+        (the fast path is checked against it), else the full left-padded forward computes them."""
         from alignlab.models.packing import window_packs
 
         self.model, self.anatomy, self.blocks = model, anatomy, anatomy.blocks
         self.batch = int(enc.input_ids.shape[0])
-        self.baseline = last_logprobs(model, enc)  # [batch, vocab] float64, the full left-padded forward
+        self.baseline = last_logprobs(model, enc) if baseline is None else baseline  # [batch, vocab] float64
         packs = window_packs(model, enc.input_ids, enc.attention_mask, pack_tokens)
         self.ok = False
         # lasts: per recorded run, the columns of its rows' last tokens (None: the padded batch's last column)

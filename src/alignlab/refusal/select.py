@@ -20,6 +20,7 @@ import torch
 from alignlab.errors import AlignlabError
 from alignlab.models.anatomy import map_model
 from alignlab.models.chat import ChatFormat
+from alignlab.models.precision import bf16_autocast
 from alignlab.progress import progress
 from alignlab.refusal.config import SelectConfig
 from alignlab.refusal.forward import COUNTER, last_logprobs
@@ -85,7 +86,10 @@ class _Scorer:
         self.base_harmless = base_all[self.n_h:]
         self.baseline_harmful = float(refusal_score(base_all[: self.n_h], self.ids).mean())
         self.baseline_harmless = float(refusal_score(self.base_harmless, self.ids).mean())
-        self.prefix = PrefixCache(model, self.anatomy, self.enc_harmless)
+        # the harmless rows' base log-probs are known already: the prefix cache is checked against them
+        same_rows = len(self.enc_harmless.kept) == len(kept_harmless)
+        self.prefix = PrefixCache(model, self.anatomy, self.enc_harmless,
+                                  baseline=self.base_harmless if same_rows else None)
 
     def score(self, cand: Candidate, r: torch.Tensor) -> None:
         direction = r[cand.position, cand.layer].float()
@@ -154,9 +158,10 @@ def select_direction(
     if 0 < cfg.screen_n < max(len(harmful_val), len(harmless_val)) and cfg.full_k < len(live):
         screen = _Scorer(model, fmt, harmful_val[: cfg.screen_n], harmless_val[: cfg.screen_n], refusal_ids,
                          cfg.batch_size)
-        for cand in progress(live, "screen candidates", unit="candidate"):
-            screen.score(cand, r)
-            cand.stage = "screened"
+        with bf16_autocast(model, cfg.screen_bf16):  # ranking only: the pick is made on full-precision scores
+            for cand in progress(live, "screen candidates", unit="candidate"):
+                screen.score(cand, r)
+                cand.stage = "screened"
         loose = SelectConfig(kl_max=2 * cfg.kl_max, induce_min=cfg.induce_min - 1.0)
         ranked = sorted(live, key=lambda c: (not c.passes(loose), c.key()))
         finalists = ranked[: cfg.full_k]

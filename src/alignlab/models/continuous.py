@@ -1,0 +1,214 @@
+"""Continuous batching for greedy decoding (issue 19 §1).
+
+A batch decoded to its end spends its last steps on the few rows still writing, and on a CPU a 4-row decoding step
+costs nearly what a 64-row one does (both read every weight). Here a row that finishes is replaced by a waiting
+prompt: new rows are prefilled (the prompts' shared template prefix comes from one cached copy, computed once per
+call; only each row's own tokens run) and merged into the live KV cache, left-padded to its width, so steps run
+full batches until the queue is empty.
+
+Each row's tokens are those of decoding it alone: it attends to its own prompt and reply at its own positions;
+the pads of other rows and of the merge are masked out. Columns that are padding in every live row are cut from
+the left, so the cache never grows wider than the longest live row. The caller checks ``supported`` first (a
+sliding window shorter than prompt + reply, or a cache whose layers do not hold plain [batch, heads, seq, dim]
+tensors, takes the per-batch loop of ``models.generate``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from alignlab.models.prefix_split import common_prefix, fits_window
+
+Rows = list[tuple[list[int], bool]]
+
+
+class Unsupported(Exception):
+    """The model's KV cache cannot be merged or trimmed row-wise; use the per-batch loop."""
+
+
+@dataclass
+class Live:
+    cache: Any
+    """DynamicCache over the live rows: per layer [b, kv_heads, T, head_dim]."""
+    mask: torch.Tensor
+    """[b, T] 1 on each row's real columns."""
+    nxt: torch.Tensor
+    """[b, 1] position id of each row's next token."""
+    logits: torch.Tensor
+    """[b, vocab] next-token logits."""
+    rows: list[int]
+    """batch row -> request index."""
+
+
+ENABLED = True
+"""Module switch: False sends every call to the per-batch loop (bench A/B runs)."""
+
+
+def supported(model: Any, rows: list[torch.Tensor], max_new_tokens: int) -> bool:
+    """Whether streaming applies: a model with a config (KV cache) whose window covers prompt + reply."""
+    longest = max((int(r.numel()) for r in rows), default=0)
+    return ENABLED and hasattr(model, "config") and fits_window(model, longest + max_new_tokens)
+
+
+@torch.no_grad()
+def greedy_stream(model: Any, rows: list[torch.Tensor], max_new_tokens: int, eos: list[int], batch_size: int,
+                  on_done: Callable[[int], None] | None = None, min_prefix: int = 4) -> Rows:
+    """Greedy new tokens of each 1-D id row (without its stop token) and whether it stopped, at most
+    ``batch_size`` rows decoding at once. ``on_done(k)`` is told each time k rows finish."""
+    n = len(rows)
+    if max_new_tokens < 1:
+        return [([], False) for _ in range(n)]
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    finished, steps = [False] * n, [0] * n
+    stop = torch.tensor(eos, dtype=torch.long)
+    p = _shared_prefix(rows, min_prefix)
+    device = rows[0].device if rows else torch.device("cpu")
+    prefix_kv = _prefix_kv(model, rows[0][:p].to(device)) if p else None
+    queue, live = deque(range(n)), None
+    refill = max(1, batch_size // 4)  # admit new rows once this many slots are free (one prefill per refill)
+    while queue or live is not None:
+        free = batch_size - (0 if live is None else len(live.rows))
+        if queue and (live is None or free >= min(refill, len(queue))):
+            take = [queue.popleft() for _ in range(min(free, len(queue)))]
+            new = _admit(model, [rows[i] for i in take], take, p, prefix_kv)
+            live = new if live is None else _merge(model, live, new)
+        assert live is not None
+        choice = live.logits.argmax(-1)  # [b]
+        done = torch.isin(choice, stop.to(choice.device))
+        for b, (t, d) in enumerate(zip(choice.tolist(), done.tolist())):
+            r = live.rows[b]
+            steps[r] += 1
+            if d:
+                finished[r] = True
+            else:
+                tokens[r].append(t)
+        out = done.cpu() | torch.tensor([steps[r] >= max_new_tokens for r in live.rows])
+        if bool(out.any()):
+            if on_done is not None:
+                on_done(int(out.sum()))
+            if bool(out.all()):
+                live = None
+                continue
+            live = _select(model, live, (~out).nonzero().squeeze(-1).to(choice.device))
+            choice = choice[(~out).to(choice.device)]
+        live = _step(model, live, choice)
+    return list(zip(tokens, finished))
+
+
+def _shared_prefix(rows: list[torch.Tensor], min_prefix: int) -> int:
+    """Tokens every row starts with, leaving each row at least one own token; 0 below ``min_prefix``."""
+    from alignlab.models import prefix_split
+
+    if len(rows) < 2 or not prefix_split.ENABLED or min(int(r.numel()) for r in rows) < 2:
+        return 0
+    p = min(common_prefix(rows), min(int(r.numel()) for r in rows) - 1)
+    return p if p >= min_prefix else 0
+
+
+def _cache_kwarg(model: Any) -> str:
+    from alignlab.models.generate import _cache_kwarg as kwarg
+
+    return kwarg(model)
+
+
+def _new_cache(model: Any, kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=kv, config=model.config) if kv else DynamicCache(config=model.config)
+
+
+def _tensors(cache: Any, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer (keys, values) [b, h, T, d] of ``cache``, checked to be ``width`` columns wide."""
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        raise Unsupported("no cache layers")
+    kv = []
+    for layer in layers:
+        k, v = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not (isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor) and k.ndim == 4 and v.ndim == 4):
+            raise Unsupported("cache layer without [b, h, T, d] keys and values")
+        if k.shape[2] != width or v.shape[2] != width:
+            raise Unsupported("cache layer narrower than the sequence (sliding window)")
+        kv.append((k, v))
+    return kv
+
+
+def _prefix_kv(model: Any, prefix: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The shared prefix ([p] ids) run once as one row: per-layer (keys, values) [1, h, p, d]."""
+    cache = _new_cache(model)
+    ones = torch.ones((1, prefix.numel()), dtype=torch.long, device=prefix.device)
+    model(input_ids=prefix[None], attention_mask=ones, position_ids=torch.arange(prefix.numel())[None].to(ones.device),
+          logits_to_keep=1, use_cache=True, **{_cache_kwarg(model): cache})
+    return _tensors(cache, prefix.numel())
+
+
+def _admit(model: Any, rows: list[torch.Tensor], index: list[int], p: int,
+           prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None) -> Live:
+    """Prefill new rows: each row's tokens after the shared prefix, left-padded after it ([k, p + s])."""
+    k, s = len(rows), max(int(r.numel()) for r in rows) - p
+    device = rows[0].device
+    ids = torch.zeros((k, s), dtype=torch.long, device=device)
+    own = torch.zeros((k, s), dtype=torch.long, device=device)
+    for i, row in enumerate(rows):
+        tail = row[p:]
+        ids[i, s - tail.numel():] = tail
+        own[i, s - tail.numel():] = 1
+    positions = p + (own.cumsum(-1) - 1).clamp(min=0)  # [k, s]
+    mask = torch.cat([own.new_ones((k, p)), own], dim=1)  # [k, p + s]
+    if prefix_kv is None:
+        cache = _new_cache(model)
+    else:
+        cache = _new_cache(model, [(kk.expand(k, -1, -1, -1), vv.expand(k, -1, -1, -1)) for kk, vv in prefix_kv])
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, use_cache=True,
+                   **{_cache_kwarg(model): cache}).logits[:, -1]  # [k, vocab]
+    _tensors(cache, p + s)  # fail early on caches we cannot merge
+    return Live(cache, mask, positions[:, -1:] + 1, logits, list(index))
+
+
+def _pad_left(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - x.shape[dim]
+    if missing == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+
+def _merge(model: Any, a: Live, b: Live) -> Live:
+    """One batch of ``a``'s rows then ``b``'s, both right-aligned to the wider cache (left pads masked)."""
+    width = max(a.mask.shape[1], b.mask.shape[1])
+    kv_a, kv_b = _tensors(a.cache, a.mask.shape[1]), _tensors(b.cache, b.mask.shape[1])
+    kv = [(torch.cat([_pad_left(ka, width, 2), _pad_left(kb, width, 2)]),
+           torch.cat([_pad_left(va, width, 2), _pad_left(vb, width, 2)])) for (ka, va), (kb, vb) in zip(kv_a, kv_b)]
+    mask = torch.cat([_pad_left(a.mask, width, 1), _pad_left(b.mask, width, 1)])
+    return Live(_new_cache(model, kv), mask, torch.cat([a.nxt, b.nxt]), torch.cat([a.logits, b.logits]),
+                a.rows + b.rows)
+
+
+def _select(model: Any, live: Live, keep: torch.Tensor) -> Live:
+    """The rows ``keep`` ([b'] indices) of ``live``, with columns that are padding in all of them cut off."""
+    mask = live.mask[keep]
+    first = int(mask.any(0).nonzero()[0])
+    if first == 0:
+        live.cache.batch_select_indices(keep)
+        cache = live.cache
+    else:
+        kv = _tensors(live.cache, live.mask.shape[1])
+        cache = _new_cache(model, [(k[keep, :, first:], v[keep, :, first:]) for k, v in kv])
+    return Live(cache, mask[:, first:], live.nxt[keep], live.logits[keep], [live.rows[i] for i in keep.tolist()])
+
+
+def _step(model: Any, live: Live, choice: torch.Tensor) -> Live:
+    """Feed each row its chosen token ([b]); the next logits."""
+    mask = torch.cat([live.mask, live.mask.new_ones((live.mask.shape[0], 1))], dim=1)  # [b, T + 1]
+    logits = model(input_ids=choice[:, None], attention_mask=mask, position_ids=live.nxt, use_cache=True,
+                   **{_cache_kwarg(model): live.cache}).logits[:, -1]
+    return Live(live.cache, mask, live.nxt + 1, logits, live.rows)
+
+
+__all__ = ["Unsupported", "greedy_stream", "supported"]
