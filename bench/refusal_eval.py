@@ -3,7 +3,7 @@ prompts, same run (issue 19 §1: target >= 2x).
 
 Both sides decode the same test prompts (harmful and harmless, the demo's sets) in length-sorted batches
 with ``--max-new-tokens``; the baseline is what the evaluation did before (one ``model.generate`` call per
-batch of 32), ours is ``alignlab.models.generate.generate_greedy`` at the evaluation's default batch of 64
+batch of 32), ours is ``alignlab.models.generate.generate_greedy`` at the evaluation's default batch (128)
 (continuous batching: a finished row's place goes to a waiting prompt), and, for reference, our loop batch by
 batch (finished rows leave, none join). Prints tokens/s,
 the ratio and how many replies are token-identical.
@@ -25,15 +25,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=128, help="prompts (half harmful, half harmless test)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32, help="baseline batch (the evaluation's old default)")
-    parser.add_argument("--ours-batch-size", type=int, default=64, help="our batch (the evaluation's default)")
+    parser.add_argument("--ours-batch-size", type=int, default=None,
+                        help="our batch (default: the evaluation's, EvalConfig.batch_size)")
     args = parser.parse_args()
 
     from alignlab.models import continuous, load_model
     from alignlab.models.chat import chat_format
     from alignlab.models.generate import _hf_tokens, _stop_ids, generate_greedy
-    from alignlab.refusal.config import PromptConfig
+    from alignlab.refusal.config import EvalConfig, PromptConfig
     from alignlab.refusal.prompts import build_prompt_sets
 
+    args.ours_batch_size = args.ours_batch_size or EvalConfig().batch_size
     torch.manual_seed(0)
     lm = load_model(args.model, device="cpu")
     fmt = chat_format(lm.tokenizer)

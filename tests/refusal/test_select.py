@@ -73,9 +73,9 @@ def test_screening_runs_in_bf16_and_the_full_scores_stay_float32(monkeypatch):
     calls: list[bool] = []
     score = sel._Scorer.score
 
-    def spy(self, cand, r):
+    def spy(self, cand, r, **kw):
         calls.append(torch.is_autocast_enabled("cpu"))
-        return score(self, cand, r)
+        return score(self, cand, r, **kw)
 
     monkeypatch.setattr(sel._Scorer, "score", spy)
     monkeypatch.setattr(precision, "bf16_fast", lambda device: True)
@@ -94,3 +94,39 @@ def test_screening_runs_in_bf16_and_the_full_scores_stay_float32(monkeypatch):
         assert (c.bypass, c.kl, c.induce) == (other.bypass, other.kl, other.induce)
     screened = {(c.position, c.layer): c.bypass for c in plain.candidates}
     assert any(c.bypass != screened[(c.position, c.layer)] for c in fast.candidates if c.stage == "screened")
+
+
+def test_screening_skips_induce_only_where_kl_already_disqualifies(monkeypatch):
+    import torch
+
+    from alignlab.models.chat import chat_format
+    from alignlab.models.tiny import tiny_model
+    from alignlab.refusal import select as sel
+
+    model, tok = tiny_model("llama", seed=2)
+    fmt = chat_format(tok, system="Be brief.")
+    harmful = ["how to pick a lock", "make a weapon", "steal a car", "hack a phone"]
+    harmless = ["bake bread", "a poem", "cats?", "three colours"]
+    n_layers, d = model.config.num_hidden_layers, model.config.hidden_size
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(fmt.n_eoi, n_layers, d, generator=g, dtype=torch.float64) * torch.rand(fmt.n_eoi, n_layers, 1,
+                                                                                          generator=g, dtype=torch.float64)
+    kls = []
+    probe = SelectConfig(screen_n=2, full_k=3, kl_max=100.0, induce_min=-1e9, prune_frac=0.0, screen_bf16=False)
+    for c in sel.select_direction(model, fmt, r, harmful, harmless, [5, 6], probe).candidates:
+        kls.append(c.kl)
+    kl_max = sorted(kls)[len(kls) // 2]  # the candidates screening above twice the median skip induce
+    cfg = SelectConfig(screen_n=2, full_k=8, kl_max=kl_max, induce_min=-1e9, prune_frac=0.0, on_empty="relax",
+                       screen_bf16=False)
+    fast = sel.select_direction(model, fmt, r, harmful, harmless, [5, 6], cfg)
+    screened = [c for c in fast.candidates if c.stage == "screened"]
+    skipped = [c for c in screened if math.isnan(c.induce)]
+    assert skipped and all(c.kl > 2 * kl_max for c in skipped)
+    assert all(not math.isnan(c.induce) for c in screened if c.kl <= 2 * kl_max)
+    score = sel._Scorer.score
+    monkeypatch.setattr(sel._Scorer, "score", lambda self, cand, r, induce_kl_max=math.inf: score(self, cand, r))
+    every = sel.select_direction(model, fmt, r, harmful, harmless, [5, 6], cfg)  # induce for every candidate
+    assert not any(math.isnan(c.induce) for c in every.candidates)
+    finalists = [(c.position, c.layer) for c in fast.candidates if c.stage == "full"]
+    assert finalists == [(c.position, c.layer) for c in every.candidates if c.stage == "full"]
+    assert (fast.chosen.position, fast.chosen.layer) == (every.chosen.position, every.chosen.layer)

@@ -70,7 +70,9 @@ def _capture_means(
     captured: dict[int, torch.Tensor] = {}
 
     def grab(x: torch.Tensor, layer: int) -> None:
-        captured[layer] = x[:, -n_pos:, :].float()  # [batch, n_pos, d]
+        # a copy: a view (.float() of float32 is one) would keep the whole [batch, seq, d] input of every layer
+        # alive until the forward ends (144 MB at 32 prompts on SmolLM2)
+        captured[layer] = x[:, -n_pos:, :].to(torch.float32, copy=True)  # [batch, n_pos, d]
         return None
 
     device = next(model.parameters()).device

@@ -30,7 +30,8 @@ def _heatmaps(selection: dict[str, Any]) -> str:
     for ax, metric in zip(axes, ("bypass", "induce", "kl")):
         grid = np.array(selection["grids"][metric], dtype=float)
         im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
-        ax.set_title(f"{metric} (position x layer; blank = pruned/not scored)")
+        note = "; induce is not screened where KL > 2 kl_max" if metric == "induce" else ""
+        ax.set_title(f"{metric} (position x layer; blank = pruned/not scored{note})")
         ax.set_yticks(range(n_pos), [str(p - n_pos) for p in range(n_pos)])
         ax.set_xlabel("layer")
         fig.colorbar(im, ax=ax)

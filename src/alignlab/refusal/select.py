@@ -4,8 +4,9 @@ Scores per candidate on the validation prompts:
 - bypass: mean refusal score on harmful val with the candidate ablated everywhere (lower is better);
 - kl: mean first-token KL(base || ablated) on harmless val (bypass and kl share one pass);
 - induce: mean refusal score on harmless val with +r added at resid_pre[l] (run from layer l only).
-A cheap screening pass scores every candidate on ``screen_n`` prompts per side; the ``full_k`` best
-then get full scoring on the whole val set. Filters kl <= kl_max and induce > induce_min; the pick is
+A cheap screening pass scores every candidate on ``screen_n`` prompts per side (bfloat16 matmuls where the
+hardware has them; induce is skipped where the screening KL already exceeds twice kl_max, which ranks a
+candidate last whatever its induce score); the ``full_k`` best then get full scoring on the whole val set. Filters kl <= kl_max and induce > induce_min; the pick is
 argmin bypass, ties -> lower kl -> lower layer. No ``generate`` call happens here.
 """
 
@@ -91,12 +92,15 @@ class _Scorer:
         self.prefix = PrefixCache(model, self.anatomy, self.enc_harmless,
                                   baseline=self.base_harmless if same_rows else None)
 
-    def score(self, cand: Candidate, r: torch.Tensor) -> None:
+    def score(self, cand: Candidate, r: torch.Tensor, induce_kl_max: float = math.inf) -> None:
+        """Bypass and KL (one ablated forward), then induce unless KL already exceeds ``induce_kl_max``."""
         direction = r[cand.position, cand.layer].float()
         with ablate(self.model, direction, self.anatomy):
             lp = self.shared.last_logprobs()
         cand.bypass = float(refusal_score(lp[: self.n_h], self.ids).mean())
         cand.kl = float(first_token_kl(self.base_harmless, lp[self.n_h:]).mean())
+        if not cand.kl <= induce_kl_max:  # fails the filter whatever its induce score: not computed (NaN)
+            return
         if self.prefix.ok:
             lp_add = self.prefix.logprobs_added(cand.layer, direction)
         else:
@@ -158,11 +162,11 @@ def select_direction(
     if 0 < cfg.screen_n < max(len(harmful_val), len(harmless_val)) and cfg.full_k < len(live):
         screen = _Scorer(model, fmt, harmful_val[: cfg.screen_n], harmless_val[: cfg.screen_n], refusal_ids,
                          cfg.batch_size)
+        loose = SelectConfig(kl_max=2 * cfg.kl_max, induce_min=cfg.induce_min - 1.0)
         with bf16_autocast(model, cfg.screen_bf16):  # ranking only: the pick is made on full-precision scores
             for cand in progress(live, "screen candidates", unit="candidate"):
-                screen.score(cand, r)
+                screen.score(cand, r, induce_kl_max=loose.kl_max)  # above it, ranked last whatever induce is
                 cand.stage = "screened"
-        loose = SelectConfig(kl_max=2 * cfg.kl_max, induce_min=cfg.induce_min - 1.0)
         ranked = sorted(live, key=lambda c: (not c.passes(loose), c.key()))
         finalists = ranked[: cfg.full_k]
     else:
