@@ -75,7 +75,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
         default = f.default if f.default is not dataclasses.MISSING else None
         if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = f.default_factory()  # type: ignore[misc]
-        help_text = docs.get(f.name, "")
+        help_text = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
         if default is not None:
             help_text += f" (default: {default})"
         kwargs: dict[str, Any] = {"dest": prefix.replace("-", "_") + f.name, "default": None, "help": help_text}

@@ -71,8 +71,10 @@ def apply_edit(state: RunState, chosen: Intervention, hooked: Hooked | None) -> 
         assert hooked is not None, "measure_hooked must run before the weights change"
         baked = logprobs_for(model, _fmt(state), hooked.prompts, state.cfg.select.batch_size)
         gap = float((hooked.logprobs.exp() - baked.exp()).abs().max())
-        logit_gap = max(float((h - e).abs().max())
-                        for h, e in zip(hooked.logits, _logits(state, hooked.prompts[:GAP_PROMPTS])))
+        logit_gap = 0.0
+        for e in _logits(state, hooked.prompts[:GAP_PROMPTS]):
+            h = hooked.logits.pop(0)  # freed as compared: the stored logits never coexist with a full new set
+            logit_gap = max(logit_gap, float((h - e).abs().max()))
         seconds = hooked.seconds + time.perf_counter() - start
         obj: dict[str, Any] = {**asdict(report), "max_abs_prob_diff": gap, "edit_max_abs_logit_diff": logit_gap,
                                "exact_equivalence": report.exact, "in_place": True, "seconds": round(seconds, 3)}

@@ -127,6 +127,7 @@ def _staged(name: str, fn: Callable[..., T], *args: Any) -> T:
 
 def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     """Run (or resume) every stage; returns the report dict (also written as report.json/html/md)."""
+    from alignlab.models.memory import release_memory
     from alignlab.refusal.report import write_report
 
     state = RunState(cfg, RunDir(cfg.out))
@@ -165,6 +166,8 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
         hooked_eval = _staged("evaluate (base, ablated, added)", evaluate_hooked, state, sets, chosen)
     pending = prepare_export(state, chosen) if cfg.stop_after != "edit" else None
     edited = _staged("edit", apply_edit, state, chosen, hooked)
+    hooked = None  # the hooked logits (~0.1 GB on SmolLM2) were only needed for the edit's check
+    release_memory()
     if cfg.stop_after == "edit":
         return {}
     if evaluation is None:
