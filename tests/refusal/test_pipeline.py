@@ -177,6 +177,25 @@ def test_edit_is_in_place_and_edited_replies_shared_after_a_check(run_dir):
     edit = json.loads((run_dir / "edit.json").read_text())
     assert edit["in_place"] is True and edit["edit_max_abs_logit_diff"] < 1e-4
     assert ev["kl_harmless"]["edited"] == pytest.approx(ev["kl_harmless"]["ablated"], abs=1e-4)
+    assert not list(run_dir.glob(".edit_check.*"))  # the spilled hooked logits are gone after the check
+
+
+def test_spilled_logits_round_trip_and_a_killed_runs_are_removed(tmp_path):
+    from alignlab.refusal.artifacts import RunDir
+    from alignlab.refusal.edit_stage import SpilledLogits
+
+    spill = SpilledLogits(tmp_path)
+    want = [torch.randn(3, 7), torch.randn(5, 7)]
+    for t in want:
+        spill.append(t)
+    assert spill.dir.parent == tmp_path and len(list(spill.dir.iterdir())) == 2
+    assert all(torch.equal(a, b) for a, b in zip(spill, want)) and len(list(spill)) == 2
+    spill.close()
+    assert not spill.dir.exists()
+    left = SpilledLogits(tmp_path)  # as if the run were killed before the edit
+    left.append(torch.ones(2, 2))
+    RunDir(tmp_path)
+    assert not left.dir.exists()
 
 
 def test_edited_replies_generated_when_the_check_finds_a_difference(tiny_dir, tmp_path, monkeypatch):

@@ -8,9 +8,12 @@ orthogonalises the loaded model itself and measures the gap to those stored hook
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +26,9 @@ from alignlab.refusal.prompts import PromptSets
 
 GAP_PROMPTS = 8
 """Prompts whose every position is compared (max |Δlogit| edited vs hooked)."""
+CHECK_BATCH = 8
+"""Prompts per forward of the check: right after the edit the process holds the most (the edited writers' copies,
+the untied head), so the check's activations are kept small (a batch of 32 peaked ~80 MiB higher on SmolLM2)."""
 
 
 @dataclass
@@ -32,9 +38,33 @@ class Hooked:
     prompts: list[str]
     logprobs: torch.Tensor
     """Last-position log-probs under the hooks [n, vocab] (float64)."""
-    logits: list[torch.Tensor]
+    logits: SpilledLogits
     """Logits at every position of each of the first ``GAP_PROMPTS`` prompts, [len_i, vocab] each (float32)."""
     seconds: float
+
+
+class SpilledLogits:
+    """Tensors kept on disk, in a temporary directory of the run, until the edit is checked: in memory they would
+    sit through the evaluation and the edit (~0.1 GB on SmolLM2, issue 19 §3). A killed run's directory
+    (``.edit_check.*``) is removed as a stale temporary when the run directory is next opened."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir, self.n = Path(tempfile.mkdtemp(prefix=".edit_check.", dir=run_dir)), 0
+
+    def append(self, t: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
+        save_file({"t": t.contiguous()}, str(self.dir / f"{self.n}.safetensors"))
+        self.n += 1
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        from safetensors.torch import load_file
+
+        for i in range(self.n):
+            yield load_file(str(self.dir / f"{i}.safetensors"))["t"]
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def edit_key(state: RunState) -> str:
@@ -53,9 +83,11 @@ def measure_hooked(state: RunState, sets: PromptSets, chosen: Intervention) -> H
     start = time.perf_counter()
     model = state.lm.model
     prompts = sets.texts("harmless", "val") + sets.texts("harmful", "val")
-    lp = logprobs_for(model, _fmt(state), prompts, state.cfg.select.batch_size, chosen.ablate(model))
+    lp = logprobs_for(model, _fmt(state), prompts, CHECK_BATCH, chosen.ablate(model))
+    logits = SpilledLogits(state.run.path)
     with chosen.ablate(model):
-        logits = list(_logits(state, prompts[:GAP_PROMPTS]))
+        for t in _logits(state, prompts[:GAP_PROMPTS]):
+            logits.append(t)
     return Hooked(prompts, lp, logits, time.perf_counter() - start)
 
 
@@ -69,12 +101,14 @@ def apply_edit(state: RunState, chosen: Intervention, hooked: Hooked | None) -> 
     cached = state.run.load_json("edit.json", key)
     if cached is None:
         assert hooked is not None, "measure_hooked must run before the weights change"
-        baked = logprobs_for(model, _fmt(state), hooked.prompts, state.cfg.select.batch_size)
+        baked = logprobs_for(model, _fmt(state), hooked.prompts, CHECK_BATCH)
         gap = float((hooked.logprobs.exp() - baked.exp()).abs().max())
-        logit_gap = 0.0
-        for e in _logits(state, hooked.prompts[:GAP_PROMPTS]):
-            h = hooked.logits.pop(0)  # freed as compared: the stored logits never coexist with a full new set
-            logit_gap = max(logit_gap, float((h - e).abs().max()))
+        try:  # one stored prompt in memory at a time
+            logit_gap = max((float((h - e).abs().max())
+                             for h, e in zip(hooked.logits, _logits(state, hooked.prompts[:GAP_PROMPTS]))),
+                            default=0.0)
+        finally:
+            hooked.logits.close()
         seconds = hooked.seconds + time.perf_counter() - start
         obj: dict[str, Any] = {**asdict(report), "max_abs_prob_diff": gap, "edit_max_abs_logit_diff": logit_gap,
                                "exact_equivalence": report.exact, "in_place": True, "seconds": round(seconds, 3)}
