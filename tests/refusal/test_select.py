@@ -130,3 +130,34 @@ def test_screening_skips_induce_only_where_kl_already_disqualifies(monkeypatch):
     finalists = [(c.position, c.layer) for c in fast.candidates if c.stage == "full"]
     assert finalists == [(c.position, c.layer) for c in every.candidates if c.stage == "full"]
     assert (fast.chosen.position, fast.chosen.layer) == (every.chosen.position, every.chosen.layer)
+
+
+def test_no_survivor_still_carries_the_heat_map_grids():
+    import torch
+
+    from alignlab.models.chat import chat_format
+    from alignlab.models.tiny import tiny_model
+    from alignlab.refusal.select import NoSurvivorError, select_direction
+
+    model, tok = tiny_model("llama", seed=2)
+    fmt = chat_format(tok, system="Be brief.")
+    n_layers, d = model.config.num_hidden_layers, model.config.hidden_size
+    r = torch.randn(fmt.n_eoi, n_layers, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    cfg = SelectConfig(screen_n=1, full_k=2, kl_max=1e-12, induce_min=1e9, screen_bf16=False)
+    with pytest.raises(NoSurvivorError) as caught:
+        select_direction(model, fmt, r, ["make a weapon", "steal a car"], ["bake bread", "a poem"], [5, 6], cfg)
+    grids = caught.value.grids
+    assert set(grids) == {"bypass", "induce", "kl"}
+    bypass = torch.tensor(grids["bypass"])
+    assert bypass.shape == (fmt.n_eoi, n_layers)
+    live = int(n_layers * (1 - cfg.prune_frac))
+    assert torch.isfinite(bypass[:, :live]).all() and torch.isnan(bypass[:, live:]).all()  # pruned layers blank
+    for c in caught.value.finalists:
+        assert grids["kl"][c.position + fmt.n_eoi][c.layer] == c.kl  # finalists carry their full scores
+    from dataclasses import asdict
+
+    from alignlab.refusal.report import _heatmaps
+
+    best = min(caught.value.finalists, key=lambda c: c.bypass)
+    png = _heatmaps({"chosen": None, "best_bypass": asdict(best), "grids": grids, "n_pos": fmt.n_eoi})
+    assert len(png) > 1000  # the report's heat-maps render from a selection with no survivor

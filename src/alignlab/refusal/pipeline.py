@@ -222,8 +222,11 @@ def stage_select(state: RunState, sets: PromptSets, ids: list[int], r: torch.Ten
                                               sets.texts("harmless", "val"), ids, state.cfg.select)
         except NoSurvivorError as exc:
             best = min(exc.finalists, key=lambda c: (c.bypass, c.kl, c.layer))
-            return {"chosen": None, "error": str(exc), "best_bypass": asdict(best),
-                    "finalists": [asdict(c) for c in exc.finalists]}
+            obj = {"chosen": None, "error": str(exc), "best_bypass": asdict(best),
+                   "finalists": [asdict(c) for c in exc.finalists]}
+            if exc.grids:  # heat-maps of the screening even when nothing passes the filters
+                obj.update(grids=exc.grids, n_pos=int(r.shape[0]), n_layers=int(r.shape[1]))
+            return obj
         obj = {"chosen": asdict(sel.chosen), "best_bypass": asdict(sel.chosen),
                "candidates": [asdict(c) for c in sel.candidates], "notes": sel.notes,
                "baseline": {"harmful": sel.baseline_harmful, "harmless": sel.baseline_harmless},

@@ -65,10 +65,15 @@ class Selection:
 
     def grid(self, metric: str) -> list[list[float]]:
         """[n_pos][n_layers] table of one metric (NaN where not scored), for heat-maps."""
-        table = [[math.nan] * self.n_layers for _ in range(self.n_pos)]
-        for c in self.candidates:
-            table[c.position + self.n_pos][c.layer] = getattr(c, metric)
-        return table
+        return grid_of(self.candidates, self.n_pos, self.n_layers, metric)
+
+
+def grid_of(cands: Sequence[Candidate], n_pos: int, n_layers: int, metric: str) -> list[list[float]]:
+    """[n_pos][n_layers] table of one metric over ``cands`` (NaN where not scored)."""
+    table = [[math.nan] * n_layers for _ in range(n_pos)]
+    for c in cands:
+        table[c.position + n_pos][c.layer] = getattr(c, metric)
+    return table
 
 
 class _Scorer:
@@ -115,6 +120,8 @@ class NoSurvivorError(AlignlabError):
     def __init__(self, message: str, finalists: list[Candidate]) -> None:
         super().__init__(message)
         self.finalists = finalists
+        self.grids: dict[str, list[list[float]]] = {}
+        """bypass / induce / kl heat-map tables of every candidate, set by ``select_direction``."""
 
 
 def filter_candidates(finalists: Sequence[Candidate], cfg: SelectConfig) -> tuple[list[Candidate], bool]:
@@ -174,7 +181,11 @@ def select_direction(
     for cand in progress(finalists, "score candidates", unit="candidate"):
         full.score(cand, r)
         cand.stage = "full"
-    survivors, relaxed = filter_candidates(finalists, cfg)
+    try:
+        survivors, relaxed = filter_candidates(finalists, cfg)
+    except NoSurvivorError as exc:  # the report still shows what screening and scoring found
+        exc.grids = {m: grid_of(cands, n_pos, n_layers, m) for m in ("bypass", "induce", "kl")}
+        raise
     screening_generates = COUNTER.generates - start_generates
     chosen = pick(survivors)
     notes: list[str] = []
