@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from alignlab.models.prefix_split import common_prefix, fits_window
+from alignlab.models.generate import _cache_kwarg
+from alignlab.models.prefix_split import fits_window, run_prefix, shared_length, suffix_batch
 
 Rows = list[tuple[list[int], bool]]
 
@@ -50,9 +51,9 @@ ENABLED = True
 
 
 def supported(model: Any, rows: list[torch.Tensor], max_new_tokens: int) -> bool:
-    """Whether streaming applies: a model with a config (KV cache) whose window covers prompt + reply."""
+    """Whether streaming applies to a model ``generate._fast_ok`` accepts: its window covers prompt + reply."""
     longest = max((int(r.numel()) for r in rows), default=0)
-    return ENABLED and hasattr(model, "config") and fits_window(model, longest + max_new_tokens)
+    return ENABLED and fits_window(model, longest + max_new_tokens)
 
 
 @torch.no_grad()
@@ -66,7 +67,7 @@ def greedy_stream(model: Any, rows: list[torch.Tensor], max_new_tokens: int, eos
     tokens: list[list[int]] = [[] for _ in range(n)]
     finished, steps = [False] * n, [0] * n
     stop = torch.tensor(eos, dtype=torch.long)
-    p = _shared_prefix(rows, min_prefix)
+    p = shared_length(rows, min_prefix) or 0
     device = rows[0].device if rows else torch.device("cpu")
     prefix_kv = _prefix_kv(model, rows[0][:p].to(device)) if p else None
     queue, live = deque(range(n)), None
@@ -100,22 +101,6 @@ def greedy_stream(model: Any, rows: list[torch.Tensor], max_new_tokens: int, eos
     return list(zip(tokens, finished))
 
 
-def _shared_prefix(rows: list[torch.Tensor], min_prefix: int) -> int:
-    """Tokens every row starts with, leaving each row at least one own token; 0 below ``min_prefix``."""
-    from alignlab.models import prefix_split
-
-    if len(rows) < 2 or not prefix_split.ENABLED or min(int(r.numel()) for r in rows) < 2:
-        return 0
-    p = min(common_prefix(rows), min(int(r.numel()) for r in rows) - 1)
-    return p if p >= min_prefix else 0
-
-
-def _cache_kwarg(model: Any) -> str:
-    from alignlab.models.generate import _cache_kwarg as kwarg
-
-    return kwarg(model)
-
-
 def _new_cache(model: Any, kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
     from transformers import DynamicCache
 
@@ -141,32 +126,22 @@ def _tensors(cache: Any, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def _prefix_kv(model: Any, prefix: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The shared prefix ([p] ids) run once as one row: per-layer (keys, values) [1, h, p, d]."""
     cache = _new_cache(model)
-    ones = torch.ones((1, prefix.numel()), dtype=torch.long, device=prefix.device)
-    model(input_ids=prefix[None], attention_mask=ones, position_ids=torch.arange(prefix.numel())[None].to(ones.device),
-          logits_to_keep=1, use_cache=True, **{_cache_kwarg(model): cache})
+    run_prefix(model, prefix[None], cache, _cache_kwarg(model))
     return _tensors(cache, prefix.numel())
 
 
 def _admit(model: Any, rows: list[torch.Tensor], index: list[int], p: int,
            prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None) -> Live:
     """Prefill new rows: each row's tokens after the shared prefix, left-padded after it ([k, p + s])."""
-    k, s = len(rows), max(int(r.numel()) for r in rows) - p
-    device = rows[0].device
-    ids = torch.zeros((k, s), dtype=torch.long, device=device)
-    own = torch.zeros((k, s), dtype=torch.long, device=device)
-    for i, row in enumerate(rows):
-        tail = row[p:]
-        ids[i, s - tail.numel():] = tail
-        own[i, s - tail.numel():] = 1
-    positions = p + (own.cumsum(-1) - 1).clamp(min=0)  # [k, s]
-    mask = torch.cat([own.new_ones((k, p)), own], dim=1)  # [k, p + s]
+    ids, mask, positions = suffix_batch(rows, p)  # [k, s], [k, p + s], [k, s]
+    k = len(rows)
     if prefix_kv is None:
         cache = _new_cache(model)
     else:
         cache = _new_cache(model, [(kk.expand(k, -1, -1, -1), vv.expand(k, -1, -1, -1)) for kk, vv in prefix_kv])
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, use_cache=True,
                    **{_cache_kwarg(model): cache}).logits[:, -1]  # [k, vocab]
-    _tensors(cache, p + s)  # fail early on caches we cannot merge
+    _tensors(cache, mask.shape[1])  # fail early on caches we cannot merge
     return Live(cache, mask, positions[:, -1:] + 1, logits, list(index))
 
 

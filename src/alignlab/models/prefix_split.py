@@ -55,39 +55,55 @@ ENABLED = True
 """Module switch: False makes ``split_prefix`` and ``packing.pack_rows`` return None, so every caller runs full forwards (bench A/B runs)."""
 
 
+def shared_length(rows: list[torch.Tensor], min_prefix: int) -> int | None:
+    """The length p of the prefix every unpadded 1-D id row shares (at most the shortest row's length - 1, so each
+    row keeps a token of its own); None when sharing is off (``ENABLED``), fewer than 2 rows, or p < ``min_prefix``."""
+    if not ENABLED or len(rows) < 2:
+        return None
+    shortest = min(int(r.numel()) for r in rows)
+    if shortest < 2:
+        return None
+    p = min(common_prefix(rows), shortest - 1)
+    return p if p >= min_prefix else None
+
+
 def unpadded_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   min_prefix: int) -> tuple[list[torch.Tensor], int] | None:
-    """The rows of a left-padded batch without padding, and the length p of their shared prefix (at most the
-    shortest row's length - 1); None when sharing is off (``ENABLED``), fewer than 2 rows, or p < ``min_prefix``."""
+    """The rows of a left-padded batch without padding, and ``shared_length`` of them; None where that is None."""
     if not ENABLED:
         return None
-    lengths = [int(n) for n in attention_mask.sum(1).tolist()]
-    if len(lengths) < 2 or min(lengths) < 2:
-        return None
     t = input_ids.shape[1]
-    rows = [input_ids[i, t - n:] for i, n in enumerate(lengths)]
-    p = min(common_prefix(rows), min(lengths) - 1)
-    return (rows, p) if p >= min_prefix else None
+    rows = [input_ids[i, t - int(n):] for i, n in enumerate(attention_mask.sum(1).tolist())]
+    p = shared_length(rows, min_prefix)
+    return None if p is None else (rows, p)
+
+
+def suffix_batch(rows: list[torch.Tensor], p: int,
+                 mask_dtype: torch.dtype = torch.long) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's tokens after the shared prefix, left-padded after it: ids [b, s] (pads hold 0), the attention
+    mask over prefix + suffix columns [b, p + s], and the suffix columns' position ids [b, s] (p, p+1, ...)."""
+    from alignlab.refusal.forward import position_ids
+
+    s = max(int(r.numel()) for r in rows) - p
+    suffix = rows[0].new_zeros((len(rows), s))
+    smask = torch.zeros((len(rows), s), dtype=mask_dtype, device=rows[0].device)
+    for i, row in enumerate(rows):
+        tail = row[p:]
+        suffix[i, s - tail.numel():] = tail
+        smask[i, s - tail.numel():] = 1
+    mask = torch.cat([smask.new_ones((len(rows), p)), smask], dim=1)
+    return suffix, mask, p + position_ids(smask)
 
 
 def split_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, min_prefix: int = 4) -> PrefixSplit | None:
     """The split of a left-padded batch ([b, t]), or None when fewer than ``min_prefix`` tokens (or < 2 rows)
     are shared. Every row keeps at least one token after the prefix."""
-    from alignlab.refusal.forward import position_ids
-
     found = unpadded_rows(input_ids, attention_mask, min_prefix)
     if found is None:
         return None
     rows, p = found
-    s = max(r.numel() for r in rows) - p
-    suffix = input_ids.new_zeros((len(rows), s))
-    smask = attention_mask.new_zeros((len(rows), s))
-    for i, row in enumerate(rows):
-        tail = row[p:]
-        suffix[i, s - tail.numel():] = tail
-        smask[i, s - tail.numel():] = 1
-    mask = torch.cat([attention_mask.new_ones((len(rows), p)), smask], dim=1)
-    return PrefixSplit(rows[0][:p].unsqueeze(0), suffix, mask, p + position_ids(smask), input_ids.numel())
+    suffix, mask, positions = suffix_batch(rows, p, attention_mask.dtype)
+    return PrefixSplit(rows[0][:p].unsqueeze(0), suffix, mask, positions, input_ids.numel())
 
 
 def sliding_window(model: Any) -> int | None:
@@ -104,14 +120,17 @@ def fits_window(model: Any, total_len: int) -> bool:
     return window is None or window >= total_len
 
 
+def run_prefix(model: Any, prefix: torch.Tensor, cache: Any, cache_kwarg: str) -> None:
+    """Run the shared prefix ([1, p] ids) as one row into ``cache``."""
+    ones = torch.ones_like(prefix)
+    model(input_ids=prefix, attention_mask=ones, position_ids=torch.arange(prefix.shape[1], device=prefix.device)[None],
+          logits_to_keep=1, use_cache=True, **{cache_kwarg: cache})
+
+
 def prefill(model: Any, split: PrefixSplit, cache: Any, cache_kwarg: str) -> torch.Tensor:
     """Run the prefix (one row) into ``cache``, repeat it over the batch, run the suffixes; last-position logits
     [b, vocab]. The caller decodes on with ``split.mask`` (extended by ones) and positions after ``positions``."""
-    from alignlab.refusal.forward import position_ids
-
-    kw = {cache_kwarg: cache, "use_cache": True}
-    ones = split.mask.new_ones((1, split.p))
-    model(input_ids=split.prefix, attention_mask=ones, position_ids=position_ids(ones), logits_to_keep=1, **kw)
+    run_prefix(model, split.prefix, cache, cache_kwarg)
     cache.batch_repeat_interleave(split.suffix.shape[0])
     return model(input_ids=split.suffix, attention_mask=split.mask, position_ids=split.positions, logits_to_keep=1,
-                 **kw).logits[:, -1]
+                 use_cache=True, **{cache_kwarg: cache}).logits[:, -1]

@@ -6,8 +6,9 @@ Scores per candidate on the validation prompts:
 - induce: mean refusal score on harmless val with +r added at resid_pre[l] (run from layer l only).
 A cheap screening pass scores every candidate on ``screen_n`` prompts per side (bfloat16 matmuls where the
 hardware has them; induce is skipped where the screening KL already exceeds twice kl_max, which ranks a
-candidate last whatever its induce score); the ``full_k`` best then get full scoring on the whole val set. Filters kl <= kl_max and induce > induce_min; the pick is
-argmin bypass, ties -> lower kl -> lower layer. No ``generate`` call happens here.
+candidate last whatever its induce score); the ``full_k`` best then get full scoring on the whole val set.
+Filters kl <= kl_max and induce > induce_min; the pick is argmin bypass, ties -> lower kl -> lower layer.
+No ``generate`` call happens here.
 """
 
 from __future__ import annotations
