@@ -99,7 +99,7 @@ def _negative(mutation_family, mutate):
 def test_negative_control_not_untying_breaks_equivalence(monkeypatch):
     import alignlab.refusal.edit as edit_mod
 
-    monkeypatch.setattr(edit_mod, "untie_head", lambda model, anatomy: False)
+    monkeypatch.setattr(edit_mod, "untie_head", lambda model, anatomy, mode="clone": False)
     assert _negative("llama", None) > 1e-3
 
 

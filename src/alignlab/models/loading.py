@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,11 +263,14 @@ def _check_gguf_header(path: Path) -> None:
                             "again")
 
 
-def save_pretrained_atomic(model: Any, tokenizer: Any, target: Path, provenance: dict[str, Any] | None = None) -> None:
+def save_pretrained_atomic(model: Any, tokenizer: Any, target: Path, provenance: dict[str, Any] | None = None,
+                           finish: Callable[[Path], None] | None = None) -> None:
     """``save_pretrained`` into a temporary sibling directory (with ``alignlab_provenance.json`` when
-    ``provenance`` is given), then rename it into place."""
+    ``provenance`` is given; ``finish(directory)`` runs last), then rename it into place."""
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
+        if finish is not None:
+            finish(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if provenance is not None:

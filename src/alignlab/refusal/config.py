@@ -67,7 +67,10 @@ class SelectConfig:
     filter_baseline: bool = True
     """Drop harmful prompts the model already answers (score <= 0) and harmless it refuses (RD)."""
     batch_size: int = 32
-    """Prompts per forward pass."""
+    """Prompts per forward pass of the selection."""
+    extract_batch_size: int = 8
+    """Prompts per forward pass of the extraction (it keeps every layer's activations at the post-instruction
+    positions: on SmolLM2 with 2 CPU cores, 8 was as fast as 32 and peaked ~60 MiB lower)."""
     refusal_tokens: tuple[str, ...] = ()
     """Refusal tokens T for the log-odds score (default: derived from the tokenizer and calibrated)."""
     on_empty: Literal["error", "relax"] = "error"
@@ -86,8 +89,10 @@ class SelectConfig:
             raise AlignlabError("--prune-frac must be in [0, 1)")
         if self.kl_max <= 0:
             raise AlignlabError("--kl-max must be positive")
-        if self.full_k < 1 or self.batch_size < 1 or self.screen_n < 0 or self.confirm_k < 0:
-            raise AlignlabError("--full-k and --batch-size must be >= 1; --screen-n and --confirm-k >= 0")
+        if self.full_k < 1 or self.batch_size < 1 or self.extract_batch_size < 1:
+            raise AlignlabError("--full-k, --batch-size and --extract-batch-size must be >= 1")
+        if self.screen_n < 0 or self.confirm_k < 0:
+            raise AlignlabError("--screen-n and --confirm-k must be >= 0")
         if self.confirm_tokens < 1:
             raise AlignlabError("--confirm-tokens must be at least 1")
         if not self.massive >= 0:

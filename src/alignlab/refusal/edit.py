@@ -23,6 +23,7 @@ from torch import nn
 from alignlab.errors import AlignlabError, ArchitectureError
 from alignlab.models.anatomy import Anatomy, BlockMap, Writer, map_model
 from alignlab.refusal.config import EditConfig
+from alignlab.refusal.head import ATTR, HeadCorrection
 
 if TYPE_CHECKING:
     from alignlab.refusal.weights import LayerWeights
@@ -104,11 +105,21 @@ class EditReport:
     notes: list[str] = field(default_factory=list)
 
 
-def untie_head(model: nn.Module, anatomy: Anatomy) -> bool:
-    """Give the unembedding its own storage and mark the config untied. Returns True if it was tied."""
+def untie_head(model: nn.Module, anatomy: Anatomy, head_mode: str = "clone") -> bool:
+    """Give the unembedding its own storage and mark the config untied. Returns True if it was tied.
+
+    ``head_mode="correct"`` on float32/float64 weights keeps the storage shared and attaches a
+    ``head.HeadCorrection`` instead (no copy; the embedding edit records its rank-1 terms there)."""
+    from alignlab.refusal.head import attach, correction
+
     head = anatomy.unembedding
+    if correction(model) is not None:
+        return True
     if head.weight.data_ptr() != anatomy.embedding.weight.data_ptr():
         return False
+    if head_mode == "correct" and head.weight.dtype in (torch.float32, torch.float64):
+        attach(model, head, anatomy.embedding)
+        return True
     head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=head.weight.requires_grad)
     for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
         config.tie_word_embeddings = False
@@ -195,21 +206,32 @@ def _edit_writer(model: nn.Module, writer: Writer, r: torch.Tensor, gamma, cfg: 
         _edit_param(module.bias, bias_fn)
 
 
+def _edit_tied_embedding(weight: torch.Tensor, r: torch.Tensor, corr: HeadCorrection) -> None:
+    """E <- E - (Er)rᵀ in place (float32/float64), the rank-1 term recorded so the shared head stays E."""
+    with torch.no_grad():
+        rr = r.to(weight)
+        c = weight @ rr  # [vocab]
+        weight.addr_(c, rr, alpha=-1)
+        corr.add(rr, c)
+
+
 def orthogonalize(
     model: nn.Module, direction: torch.Tensor, cfg: EditConfig | None = None, anatomy: Anatomy | None = None,
-    weights: LayerWeights | None = None, layer_means: torch.Tensor | None = None,
+    weights: LayerWeights | None = None, layer_means: torch.Tensor | None = None, head_mode: str = "clone",
 ) -> EditReport:
     """Edit ``model`` in place so no residual writer can write along ``direction``. Returns what was done.
 
     With ``weights`` each writer of layer l loses only the fraction w of its r̂-component:
-    W - w·r̂(r̂ᵀW) = W - (√w r̂)((√w r̂)ᵀW), i.e. the same edit with r̂ scaled by √w."""
+    W - w·r̂(r̂ᵀW) = W - (√w r̂)((√w r̂)ᵀW), i.e. the same edit with r̂ scaled by √w.
+    A tied head is cloned (``head_mode="clone"``) or, on float32/float64 weights with ``"correct"``, kept
+    shared with a rank-k correction (``refusal/head.py``: no second copy)."""
     cfg = cfg or EditConfig()
     anatomy = anatomy or map_model(model)
     if direction.shape != (anatomy.d_model,) or not torch.isfinite(direction).all():
         raise AlignlabError(f"direction must be a finite vector of width {anatomy.d_model}, got {tuple(direction.shape)}")
     r = direction.double() / direction.double().norm().clamp_min(1e-8)  # exactly unit (spec: ‖r‖+1e-8)
     rep = EditReport(exact=True, policy=cfg.postnorm, norm_preserve=cfg.norm_preserve,
-                     writers_edited=0, embeddings_edited=0, untied=untie_head(model, anatomy))
+                     writers_edited=0, embeddings_edited=0, untied=untie_head(model, anatomy, head_mode))
     if cfg.norm_preserve != "none":
         rep.exact = False
         rep.notes.append(f"norm_preserve={cfg.norm_preserve} is never exact")
@@ -224,8 +246,13 @@ def orthogonalize(
         per_layer = layer_directions(r, layer_means)
     r_embed = r if per_layer is None else per_layer[0]
     r_embed = r_embed if weights is None else r_embed * math.sqrt(weights.embed)
+    corr = getattr(model, ATTR, None)
     for name in filter(None, (anatomy.embedding_name, anatomy.position_embedding_name)):
-        _edit_param(model.get_submodule(name).weight, lambda E: project_out_rows_(E, r_embed.to(E)))
+        weight = model.get_submodule(name).weight
+        if corr is not None and weight is corr.embedding.weight:
+            _edit_tied_embedding(weight, r_embed, corr)
+        else:
+            _edit_param(weight, lambda E: project_out_rows_(E, r_embed.to(E)))
         rep.embeddings_edited += 1
     for block in anatomy.block_maps:
         for writer in block.writers:
@@ -243,7 +270,7 @@ def orthogonalize(
 
 
 def orthogonalize_subspace(model: nn.Module, directions: torch.Tensor, cfg: EditConfig | None = None,
-                           anatomy: Anatomy | None = None) -> EditReport:
+                           anatomy: Anatomy | None = None, head_mode: str = "clone") -> EditReport:
     """Edit ``model`` in place so no residual writer can write into the span of ``directions`` [k, d]: one
     rank-1 edit per row of an orthonormal basis Q. Projectors onto orthogonal unit vectors commute and multiply
     to I - QQᵀ, so the result is W - Q(QᵀW), exactly rank-k ablation where the rank-1 edit is exact."""
@@ -254,7 +281,7 @@ def orthogonalize_subspace(model: nn.Module, directions: torch.Tensor, cfg: Edit
     if len(basis) > 1 and cfg is not None and cfg.norm_preserve != "none":
         raise AlignlabError(f"--norm-preserve {cfg.norm_preserve} edits one direction; a rank-{len(basis)} "
                             "subspace takes the plain projection (--norm-preserve none)")
-    reports = [orthogonalize(model, q, cfg, anatomy) for q in basis]
+    reports = [orthogonalize(model, q, cfg, anatomy, head_mode=head_mode) for q in basis]
     first = reports[0]
     notes = list(dict.fromkeys(n for rep in reports for n in rep.notes))
     return EditReport(exact=all(rep.exact for rep in reports), policy=first.policy,

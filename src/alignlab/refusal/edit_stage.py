@@ -97,7 +97,7 @@ def apply_edit(state: RunState, chosen: Intervention, hooked: Hooked | None) -> 
     key = edit_key(state)
     start = time.perf_counter()
     model = state.lm.model
-    report = chosen.edit(model, state.cfg.edit)
+    report = chosen.edit(model, state.cfg.edit, head_mode="correct")
     cached = state.run.load_json("edit.json", key)
     if cached is None:
         assert hooked is not None, "measure_hooked must run before the weights change"

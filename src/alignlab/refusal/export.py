@@ -4,7 +4,7 @@ provenance JSON), atomically, and check what was written against the model in me
 The check reads the written safetensors back in bounded chunks with plain reads (no memory map, whose pages
 would stay resident), so it never holds a second copy of the model (issue 19 §3): every stored tensor must
 equal the in-memory one bit for bit, and every in-memory tensor must be stored or share storage with one that
-is (tied weights).
+is (tied weights). A corrected tied head (``head.py``) is compared with its effective weight, row block by row block.
 """
 
 from __future__ import annotations
@@ -17,19 +17,53 @@ import torch
 from alignlab.errors import AlignlabError
 from alignlab.models.loading import save_pretrained_atomic
 
+CHUNK_BYTES = 4 * 2**20
+"""Bytes read back per piece: each piece has ~3 temporaries of its size (the read, the reference, the difference),
+and pieces of 16 MiB raised the export's peak by 120 MiB on SmolLM2 (glibc keeps such blocks on its heap)."""
+
 
 def export_model(model: torch.nn.Module, tokenizer: Any, target: Path, provenance: dict[str, Any]) -> float:
-    """Save ``model`` to ``target``; returns max |stored - in memory| over every weight (0.0 when exact)."""
-    save_pretrained_atomic(model, tokenizer, Path(target), provenance)
+    """Save ``model`` to ``target``; returns max |stored - in memory| over every weight (0.0 when exact).
+
+    A tied head kept as a correction (``head.py``) is written untied: its effective weight as a shard of its own,
+    computed a block of rows at a time, and ``tie_word_embeddings: false`` in config.json."""
+    from alignlab.refusal.head import correction
+
+    corr = correction(model)
+    finish = None
+    if corr is not None:
+        def finish(directory: Path) -> None:
+            from alignlab.models.safetensors_write import add_shard, untie_config
+            from alignlab.refusal.head import head_rows
+
+            weight = corr.embedding.weight
+            add_shard(directory, head_key(model), weight.dtype, tuple(weight.shape),
+                      (rows for _, rows in head_rows(model)))
+            untie_config(directory)
+
+    save_pretrained_atomic(model, tokenizer, Path(target), provenance, finish)
     return read_back(model, Path(target))
+
+
+def head_key(model: torch.nn.Module) -> str:
+    """The state-dict key of a corrected model's head weight."""
+    from alignlab.refusal.head import correction
+
+    corr = correction(model)
+    assert corr is not None
+    return next(f"{name}.weight" if name else "weight" for name, module in model.named_modules(remove_duplicate=False)
+                if module is corr.head)
 
 
 def read_back(model: torch.nn.Module, target: Path) -> float:
     """max |Δ| between the checkpoint's tensors and ``model``'s, reading the files in bounded chunks (no
     memory map, so no second resident copy of the model)."""
     from alignlab.models.safetensors_read import chunks, entries
+    from alignlab.refusal.head import correction
 
     state = model.state_dict()
+    corr = correction(model)
+    head = head_key(model) if corr is not None else None
     stored_ptrs: set[int] = set()
     worst = 0.0
     files = sorted(target.glob("*.safetensors"))
@@ -44,9 +78,11 @@ def read_back(model: torch.nn.Module, target: Path) -> float:
                 raise AlignlabError(f"the export at {target} stores {entry.name} with shape {entry.shape}, "
                                     f"not {tuple(mine.shape)}")
             flat = mine.detach().reshape(-1)  # (numel,) a view for the contiguous weights of a model
-            for start, values in chunks(file, entry):
-                ref = flat[start:start + values.numel()]
-                worst = max(worst, float((values.to(ref.device, ref.dtype) - ref).abs().max()))
+            for start, values in chunks(file, entry, CHUNK_BYTES):
+                ref = (flat[start:start + values.numel()] if entry.name != head else
+                       _head_values(corr, start, values.numel(), mine.shape[-1]))
+                diff = values.to(ref.device, ref.dtype).sub_(ref)  # in place: the read buffer is ours
+                worst = max(worst, float(diff.abs_().max()))
             stored_ptrs.add(mine.data_ptr())
     missing = [n for n, t in state.items() if t.data_ptr() not in stored_ptrs and t.numel()]
     if missing:
@@ -54,4 +90,11 @@ def read_back(model: torch.nn.Module, target: Path) -> float:
     return worst
 
 
-__all__ = ["export_model", "read_back"]
+def _head_values(corr: Any, start: int, n: int, d: int) -> torch.Tensor:
+    """Flat values start:start+n of a corrected head's effective weight [vocab, d], from the rows they span."""
+    first, stop = start // d, -(-(start + n) // d)
+    rows = corr.rows(first, stop).reshape(-1)
+    return rows[start - first * d:start - first * d + n]
+
+
+__all__ = ["export_model", "head_key", "read_back"]

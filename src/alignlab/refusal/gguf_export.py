@@ -17,6 +17,7 @@ import torch
 
 from alignlab.errors import AlignlabError
 from alignlab.io import atomic_path
+from alignlab.refusal.head import materialize
 
 LLAMA_FAMILIES = ("llama", "mistral")
 BLOCK_NAMES = {
@@ -48,7 +49,10 @@ def gguf_tensors(model: torch.nn.Module) -> dict[str, np.ndarray]:
     sd = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
     out = {"token_embd.weight": sd["model.embed_tokens.weight"], "output_norm.weight": sd["model.norm.weight"]}
-    if "lm_head.weight" in sd and not cfg.tie_word_embeddings:
+    head = materialize(model)  # a tied head kept as a correction (head.py) is exported untied
+    if head is not None:
+        out["output.weight"] = head.numpy()
+    elif "lm_head.weight" in sd and not cfg.tie_word_embeddings:
         out["output.weight"] = sd["lm_head.weight"]
     for i in range(cfg.num_hidden_layers):
         for hf, gg in BLOCK_NAMES.items():

@@ -66,12 +66,14 @@ class Intervention:
             return ablate(model, d)
         return ablate_weighted(model, d, self.weights)
 
-    def edit(self, model: torch.nn.Module, cfg: Any):
+    def edit(self, model: torch.nn.Module, cfg: Any, head_mode: str = "clone"):
+        """Orthogonalise ``model`` in place (``head_mode``: see ``edit.orthogonalize``)."""
         from alignlab.refusal.edit import orthogonalize, orthogonalize_subspace
 
         if self.extra is not None:
-            return orthogonalize_subspace(model, self.directions(), cfg)
-        rep = orthogonalize(model, self.direction.float(), cfg, weights=self.weights, layer_means=self.layer_means)
+            return orthogonalize_subspace(model, self.directions(), cfg, head_mode=head_mode)
+        rep = orthogonalize(model, self.direction.float(), cfg, weights=self.weights, layer_means=self.layer_means,
+                            head_mode=head_mode)
         if self.affine:
             rep.exact = False
             rep.notes.append("ACE has no weight form here (no writer can carry the per-layer offset exactly): the "

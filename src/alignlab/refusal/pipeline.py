@@ -167,7 +167,7 @@ def stage_extract(state: RunState, sets: PromptSets, ids: list[int]) -> torch.Te
         assert state.lm is not None and state.fmt is not None
         ds = extract_directions(state.lm.model, state.fmt, sets.texts("harmful", "train"),
                                 sets.texts("harmless", "train"), ids, filter_baseline=state.cfg.select.filter_baseline,
-                                batch_size=state.cfg.select.batch_size)
+                                batch_size=state.cfg.select.extract_batch_size)
         state.results["_r"] = ds.r
         last = unit(ds.r[-1])  # [L, d]: cosine similarity of the last-position candidates across layers
         obj = {"n_harmful": ds.n_harmful, "n_harmless": ds.n_harmless, "shape": list(ds.r.shape),
