@@ -72,6 +72,10 @@ def test_exported_model_reloads_and_matches(run_dir):
     reloaded = AutoModelForCausalLM.from_pretrained(run_dir / "model")
     assert reloaded.config.tie_word_embeddings is False
     assert reloaded.lm_head.weight.data_ptr() != reloaded.model.embed_tokens.weight.data_ptr()
+    # the tied head was never cloned in memory (refusal/head.py): the export wrote it as a shard of its own
+    index = json.loads((run_dir / "model" / "model.safetensors.index.json").read_text())
+    assert index["weight_map"]["lm_head.weight"] == "model-00002-of-00002.safetensors"
+    assert set(index["weight_map"].values()) == {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}
     provenance = json.loads((run_dir / "model" / "alignlab_provenance.json").read_text())
     assert provenance["layer"] == json.loads((run_dir / "report.json").read_text())["selected"]["layer"]
 
