@@ -210,9 +210,9 @@ def test_edited_replies_generated_when_the_check_finds_a_difference(tiny_dir, tm
 
     def spy(state, sets, condition, split, ctx, prompts=None):
         g = real(state, sets, condition, split, ctx, prompts)
-        calls.append((condition, split, len(g.prompts)))
-        if condition == "edited" and prompts is not None:  # the sample: pretend one reply differs
+        if condition == "edited" and not any(c[0] == "edited" for c in calls):  # the sample: one reply differs
             g.responses[0] += " (different)"
+        calls.append((condition, split, len(g.prompts)))
         return g
 
     monkeypatch.setattr(eval_stage, "_generate", spy)
@@ -221,7 +221,8 @@ def test_edited_replies_generated_when_the_check_finds_a_difference(tiny_dir, tm
     ev = json.loads((out / "evaluation.json").read_text())
     assert ev["edited_generation"]["shared_with_ablated"] is False
     assert ev["edited_generation"]["identical"] < ev["edited_generation"]["checked"]
-    assert ("edited", "harmful", 3) in calls and ("edited", "harmless", 3) in calls  # generated in full
+    assert ("edited", "harmful+harmless", 4) in calls  # the sample: 2 prompts of each split, one call
+    assert ("edited", "harmful+harmless", 6) in calls  # then generated in full, both splits in one call
 
 
 def _rerun_counting(run_dir, tiny_dir, out, monkeypatch, *extra: str) -> list[str]:
@@ -262,3 +263,14 @@ def test_rerun_with_another_direction_reuses_only_the_base_replies(run_dir, tiny
     before = json.loads((run_dir / "evaluation.json").read_text())["samples"]
     after = json.loads((out / "evaluation.json").read_text())["samples"]
     assert after["base/harmful"] == before["base/harmful"] and after["base/harmless"] == before["base/harmless"]
+
+
+def test_both_splits_generated_in_one_call_land_on_their_own_prompts(run_dir):
+    """Each condition generates both test splits in one call; the replies are split back in prompt order."""
+    sets = json.loads((run_dir / "prompts.json").read_text())["sets"]
+    samples = json.loads((run_dir / "evaluation.json").read_text())["samples"]
+    for cond in ("base", "ablated", "edited", "added"):
+        for split in ("harmful", "harmless"):
+            got = [s["prompt"] for s in samples[f"{cond}/{split}"]]
+            assert got == [row[0] for row in sets[split]["test"]]
+    assert samples["ablated/harmful"] != samples["ablated/harmless"]

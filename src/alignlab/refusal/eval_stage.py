@@ -11,19 +11,21 @@ reply is identical are the ablated replies reused for the rest (the check is in 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
 from alignlab.refusal.artifacts import key_of
-from alignlab.refusal.evaluate import Generated, completion_ce, generate, harmless_kl, summarise
-from alignlab.refusal.forward import logprobs_for
+from alignlab.refusal.evaluate import Generated, completion_ce, generate, summarise
 from alignlab.refusal.intervene import add_direction
 from alignlab.refusal.intervention import Intervention
 from alignlab.refusal.judge import SubstringJudge
 from alignlab.refusal.pipeline import RunState
 from alignlab.refusal.prompts import PromptSets
+from alignlab.refusal.score import first_token_kl
+from alignlab.refusal.shared_prefix import SharedPrefix
 
 SPLITS = ("harmful", "harmless")
 
@@ -34,6 +36,8 @@ class HookedEval:
     """base, ablated and added replies, both test splits."""
     base_lp: torch.Tensor
     """Base model's first-token log-probs on harmless test [n, vocab] (float64)."""
+    harmless: SharedPrefix
+    """The harmless test prompts' last-position forward (template prefix once per pack), reused per condition."""
     kl: dict[str, float]
     ce: dict[str, float]
     seconds: float
@@ -71,17 +75,16 @@ def evaluate_hooked(state: RunState, sets: PromptSets, chosen: Intervention) -> 
     d = chosen.direction.float()
     contexts = {"base": None, "ablated": lambda: chosen.ablate(model),
                 "added": lambda: add_direction(model, d, chosen.layer, cfg.actadd_coeff)}
-    gens = _base_gens(state, sets) + [_generate(state, sets, condition, split, ctx)
-                                      for condition, ctx in contexts.items() if condition != "base" for split in SPLITS]
+    gens = _base_gens(state, sets) + [g for condition, ctx in contexts.items() if condition != "base"
+                                      for g in _generate_splits(state, sets, condition, ctx)]
     harmless = sets.texts("harmless", "test")
-    base_lp = logprobs_for(model, fmt, harmless, cfg.batch_size)
-    kl = {c: harmless_kl(model, fmt, harmless, cfg.batch_size, base_lp, ctx) for c, ctx in contexts.items()
-          if c != "base"}
+    shared = _harmless_forward(state, harmless)
+    kl = {c: _kl(shared, ctx) for c, ctx in contexts.items() if c != "base"}
     ce = {}
     if cfg.ce:
         completions = _find(gens, "base", "harmless").responses
         ce = {c: completion_ce(model, fmt, harmless, completions, cfg.batch_size, ctx) for c, ctx in contexts.items()}
-    out = HookedEval(gens, base_lp, kl, ce, time.perf_counter() - start)
+    out = HookedEval(gens, shared.baseline, shared, kl, ce, time.perf_counter() - start)
     state.run.save_json("hooked.json", hooked_key(state),
                         {"gens": _gens_json(gens), "kl": kl, "ce": ce, "seconds": round(out.seconds, 3)})
     return out
@@ -94,7 +97,7 @@ def _base_gens(state: RunState, sets: PromptSets) -> list[Generated]:
     saved = state.run.load_json("base.json", key)
     gens = _gens_from(saved["gens"], sets) if saved is not None else None
     if gens is None:
-        gens = [_generate(state, sets, "base", split, None) for split in SPLITS]
+        gens = _generate_splits(state, sets, "base", None)
         state.run.save_json("base.json", key, {"gens": _gens_json(gens)})
     return gens
 
@@ -125,8 +128,22 @@ def _cached_hooked(state: RunState, sets: PromptSets) -> HookedEval | None:
     gens = _gens_from(saved["gens"], sets)
     if gens is None:
         return None
-    base_lp = logprobs_for(state.lm.model, state.fmt, sets.texts("harmless", "test"), state.cfg.eval.batch_size)
-    return HookedEval(gens, base_lp, saved["kl"], saved["ce"], saved["seconds"])
+    shared = _harmless_forward(state, sets.texts("harmless", "test"))
+    return HookedEval(gens, shared.baseline, shared, saved["kl"], saved["ce"], saved["seconds"])
+
+
+def _harmless_forward(state: RunState, harmless: list[str]) -> SharedPrefix:
+    """The packed last-position forward of the harmless test prompts; its ``baseline`` is the base model's
+    log-probs (construct it before any hook and before the edit)."""
+    assert state.lm is not None and state.fmt is not None
+    return SharedPrefix(state.lm.model, state.fmt.encode(harmless, device=state.lm.device, strict=False))
+
+
+def _kl(shared: SharedPrefix, ctx: Any) -> float:
+    """Mean first-token KL(base || the model under ``ctx``) on the harmless test prompts."""
+    with (ctx or nullcontext)():
+        lp = shared.last_logprobs()
+    return float(first_token_kl(shared.baseline, lp).mean())
 
 
 def evaluate_edited(state: RunState, sets: PromptSets, hooked: HookedEval, exact: bool) -> dict[str, Any]:
@@ -138,9 +155,9 @@ def evaluate_edited(state: RunState, sets: PromptSets, hooked: HookedEval, exact
     if shared is not None and shared["identical"] == shared["checked"]:
         edited = [replace(g, condition="edited") for g in hooked.gens if g.condition == "ablated"]
     else:
-        edited = [_generate(state, sets, "edited", split, None) for split in SPLITS]
+        edited = _generate_splits(state, sets, "edited", None)
     harmless = sets.texts("harmless", "test")
-    kl = {**hooked.kl, "edited": harmless_kl(model, fmt, harmless, cfg.batch_size, hooked.base_lp)}
+    kl = {**hooked.kl, "edited": _kl(hooked.harmless, None)}
     ce = dict(hooked.ce)
     if cfg.ce:
         completions = _find(hooked.gens, "base", "harmless").responses
@@ -159,16 +176,28 @@ def evaluate_edited(state: RunState, sets: PromptSets, hooked: HookedEval, exact
 
 
 def _share_check(state: RunState, sets: PromptSets, gens: list[Generated]) -> dict[str, Any]:
-    """Generate the first ``share_check`` prompts of each split with the edited model; count replies equal
-    to the ablated (hooked) model's replies."""
+    """Generate the first ``share_check`` prompts of each split with the edited model (one call); count replies
+    equal to the ablated (hooked) model's replies."""
     n = state.cfg.eval.share_check
-    checked = identical = 0
+    ablated = [_find(gens, "ablated", split) for split in SPLITS]
+    sample = _generate(state, sets, "edited", "+".join(SPLITS), None, [p for a in ablated for p in a.prompts[:n]])
+    reference = [r for a in ablated for r in a.responses[:n]]
+    return {"checked": len(sample.responses), "identical": sum(a == b for a, b in zip(sample.responses, reference))}
+
+
+def _generate_splits(state: RunState, sets: PromptSets, condition: str, ctx: Any) -> list[Generated]:
+    """One condition's replies on both test splits, from one call: with continuous batching the rows of short
+    replies (refusals end in ~13 tokens) go to waiting prompts of either split."""
+    prompts = [p for split in SPLITS for p in getattr(sets, split)["test"]]
+    both = _generate(state, sets, condition, "+".join(SPLITS), ctx, prompts)
+    out, start = [], 0
     for split in SPLITS:
-        ablated = _find(gens, "ablated", split)
-        sample = _generate(state, sets, "edited", split, None, ablated.prompts[:n])
-        checked += len(sample.responses)
-        identical += sum(a == b for a, b in zip(sample.responses, ablated.responses))
-    return {"checked": checked, "identical": identical}
+        n = len(getattr(sets, split)["test"])
+        part = slice(start, start + n)
+        out.append(Generated(condition, split, both.prompts[part], both.responses[part], both.finished[part],
+                             both.refused[part]))
+        start += n
+    return out
 
 
 def _generate(state: RunState, sets: PromptSets, condition: str, split: str, ctx: Any,
