@@ -6,7 +6,8 @@ activations, is what is measured) and reports peak RSS above the child's RSS aft
 peak allocated memory on a GPU, divided by the bytes of the model's parameters and buffers.
 
 "+ activations" is measured, not guessed: a second child loads the same model and runs plain ``model.generate``
-on the run's own held-out prompts at the evaluation batch size and new-token count; its peak is the baseline, and
+on the run's own held-out prompts at the evaluation batch size and new-token count (both splits in the same
+batches, as the evaluation generates them); its peak is the baseline, and
 the run's cost over it, in weights, is the number the target bounds (<= 0.25x). For comparison the child then
 runs a naive CE forward per batch (every position's logits at once; our CE keeps only the completion positions).
 
@@ -49,8 +50,9 @@ print(json.dumps({"code": code, "base_mb": base, "peak_mb": maxrss_mb(), "gpu_pe
 INFER = PREAMBLE + r"""
 lm = load_model(args["model"], device=args["device"])
 fmt = chat_format(lm.tokenizer)
-encs = [fmt.encode(args["prompts"][split][i:i + args["batch"]], device=args["device"], strict=False)
-        for split in ("harmful", "harmless") for i in range(0, len(args["prompts"][split]), args["batch"])]
+both = args["prompts"]["harmful"] + args["prompts"]["harmless"]  # the evaluation generates both splits per call
+encs = [fmt.encode(both[i:i + args["batch"]], device=args["device"], strict=False)
+        for i in range(0, len(both), args["batch"])]
 outs = []
 with torch.no_grad():
     for enc in encs:
