@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The bare command: RD's selection when a candidate passes --kl-max 0.1, else (as on the 135M organism) the
-# refusal/KL search; about 12 minutes on a 2-core CPU.
+# refusal/KL search; about 10 minutes on an idle 2-core CPU.
 demo: $(STAMP)
 	$(VENV)/bin/alignlab refusal run smollm2-135m-refusal --out runs/demo
 
