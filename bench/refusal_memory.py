@@ -3,7 +3,8 @@ target <= 1.25x weights + activations; before the in-place edit the run held two
 
 Runs the pipeline in a fresh child process (small prompt counts: the model's footprint, not the
 activations, is what is measured) and reports peak RSS above the child's RSS after imports on CPU, or
-peak allocated memory on a GPU, divided by the bytes of the model's parameters and buffers.
+peak allocated memory on a GPU, divided by the bytes of the model's parameters and buffers, and names the stages
+whose sampled RSS was highest (where to look next).
 
 "+ activations" is measured, not guessed: a second child loads the same model and runs plain ``model.generate``
 on the run's own held-out prompts at the evaluation batch size and new-token count (both splits in the same
@@ -43,8 +44,30 @@ gpu = lambda: torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_availab
 """
 
 CHILD = PREAMBLE + r"""
+import threading, time
+from alignlab.refusal import run as run_module
+
+stages, current = {}, ["start"]  # stage -> peak RSS above imports (MiB), sampled every 2 ms
+
+def sample():
+    while True:
+        name = current[0]
+        stages[name] = max(stages.get(name, 0.0), rss_mb() - base)
+        time.sleep(0.002)
+
+threading.Thread(target=sample, daemon=True).start()
+staged = run_module._staged
+
+def traced(name, fn, *a):
+    current[0] = name
+    try:
+        return staged(name, fn, *a)
+    finally:
+        current[0] = "between stages"
+
+run_module._staged = traced
 code = main(args["argv"])
-print(json.dumps({"code": code, "base_mb": base, "peak_mb": maxrss_mb(), "gpu_peak_mb": gpu()}))
+print(json.dumps({"code": code, "base_mb": base, "peak_mb": maxrss_mb(), "gpu_peak_mb": gpu(), "stages": stages}))
 """
 
 INFER = PREAMBLE + r"""
@@ -120,6 +143,8 @@ def main() -> None:
           f"{naive:.0f} MiB)")
     print(f"run / weights {run / weights:.2f}x; plain generate / weights {plain / weights:.2f}x (weights + "
           f"activations); run - plain generate = {(run - plain) / weights:+.2f}x weights (target <= +0.25x)")
+    top = sorted(out["stages"].items(), key=lambda kv: -kv[1])[:4]
+    print("highest stages (sampled RSS above imports): " + ", ".join(f"{k} {v:.0f} MiB" for k, v in top))
     if out["gpu_peak_mb"] and infer["gpu_peak_mb"]:
         print(f"GPU peak allocated / weights: run {out['gpu_peak_mb'] / weights:.2f}x, plain inference "
               f"{infer['gpu_peak_mb'] / weights:.2f}x")
