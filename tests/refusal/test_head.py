@@ -96,7 +96,10 @@ def test_read_back_notices_a_wrong_head(tmp_path):
     model, tok = tiny_model("llama")
     orthogonalize(model, _direction(), head_mode="correct")
     export_model(model, tok, tmp_path / "out", {})
-    correction(model).cs[0][3] += 1.0  # the in-memory head's row 3 now differs from the stored one
+    corr = correction(model)
+    bump = torch.zeros_like(corr.cs[0])
+    bump[3] = 1.0
+    corr.add(corr.rs[0], bump)  # the in-memory head's row 3 now differs from the stored one by r
     assert read_back(model, tmp_path / "out") == pytest.approx(float(correction(model).rs[0].abs().max()), rel=1e-5)
 
 

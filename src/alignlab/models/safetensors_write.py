@@ -28,7 +28,7 @@ _CODES = {v: k for k, v in DTYPES.items()}
 def write_blocks(path: Path, name: str, dtype: torch.dtype, shape: tuple[int, ...],
                  blocks: Iterable[torch.Tensor]) -> int:
     """One-tensor .safetensors file from row blocks (dim 0) of ``shape``; returns the data's byte count."""
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     header = json.dumps({name: {"dtype": _CODES[dtype], "shape": list(shape), "data_offsets": [0, nbytes]},
                          "__metadata__": {"format": "pt"}}, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # data starts 8-byte aligned

@@ -23,7 +23,7 @@ from torch import nn
 from alignlab.errors import AlignlabError, ArchitectureError
 from alignlab.models.anatomy import Anatomy, BlockMap, Writer, map_model
 from alignlab.refusal.config import EditConfig
-from alignlab.refusal.head import ATTR, HeadCorrection
+from alignlab.refusal.head import HeadCorrection, attach, attached, correction
 
 if TYPE_CHECKING:
     from alignlab.refusal.weights import LayerWeights
@@ -110,8 +110,6 @@ def untie_head(model: nn.Module, anatomy: Anatomy, head_mode: str = "clone") -> 
 
     ``head_mode="correct"`` on float32/float64 weights keeps the storage shared and attaches a
     ``head.HeadCorrection`` instead (no copy; the embedding edit records its rank-1 terms there)."""
-    from alignlab.refusal.head import attach, correction
-
     head = anatomy.unembedding
     if correction(model) is not None:
         return True
@@ -246,7 +244,7 @@ def orthogonalize(
         per_layer = layer_directions(r, layer_means)
     r_embed = r if per_layer is None else per_layer[0]
     r_embed = r_embed if weights is None else r_embed * math.sqrt(weights.embed)
-    corr = getattr(model, ATTR, None)
+    corr = attached(model)
     for name in filter(None, (anatomy.embedding_name, anatomy.position_embedding_name)):
         weight = model.get_submodule(name).weight
         if corr is not None and weight is corr.embedding.weight:

@@ -27,8 +27,8 @@ from alignlab.refusal.prompts import PromptSets
 GAP_PROMPTS = 8
 """Prompts whose every position is compared (max |Δlogit| edited vs hooked)."""
 CHECK_BATCH = 8
-"""Prompts per forward of the check: right after the edit the process holds the most (the edited writers' copies,
-the untied head), so the check's activations are kept small (a batch of 32 peaked ~80 MiB higher on SmolLM2)."""
+"""Prompts per forward of the check: right after the edit the process holds the most (the edited writers' private
+copies of their pages), so the check's activations are kept small (a batch of 32 peaked ~80 MiB higher on SmolLM2)."""
 
 
 @dataclass

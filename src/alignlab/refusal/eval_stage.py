@@ -15,8 +15,6 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import torch
-
 from alignlab.refusal.artifacts import key_of
 from alignlab.refusal.evaluate import Generated, completion_ce, generate, summarise
 from alignlab.refusal.intervene import add_direction
@@ -34,10 +32,9 @@ SPLITS = ("harmful", "harmless")
 class HookedEval:
     gens: list[Generated]
     """base, ablated and added replies, both test splits."""
-    base_lp: torch.Tensor
-    """Base model's first-token log-probs on harmless test [n, vocab] (float64)."""
     harmless: SharedPrefix
-    """The harmless test prompts' last-position forward (template prefix once per pack), reused per condition."""
+    """The harmless test prompts' last-position forward (template prefix once per pack), reused per condition; its
+    ``baseline`` is the base model's first-token log-probs KL is measured against [n, vocab] (float64)."""
     kl: dict[str, float]
     ce: dict[str, float]
     seconds: float
@@ -84,7 +81,7 @@ def evaluate_hooked(state: RunState, sets: PromptSets, chosen: Intervention) -> 
     if cfg.ce:
         completions = _find(gens, "base", "harmless").responses
         ce = {c: completion_ce(model, fmt, harmless, completions, cfg.batch_size, ctx) for c, ctx in contexts.items()}
-    out = HookedEval(gens, shared.baseline, shared, kl, ce, time.perf_counter() - start)
+    out = HookedEval(gens, shared, kl, ce, time.perf_counter() - start)
     state.run.save_json("hooked.json", hooked_key(state),
                         {"gens": _gens_json(gens), "kl": kl, "ce": ce, "seconds": round(out.seconds, 3)})
     return out
@@ -129,7 +126,7 @@ def _cached_hooked(state: RunState, sets: PromptSets) -> HookedEval | None:
     if gens is None:
         return None
     shared = _harmless_forward(state, sets.texts("harmless", "test"))
-    return HookedEval(gens, shared.baseline, shared, saved["kl"], saved["ce"], saved["seconds"])
+    return HookedEval(gens, shared, saved["kl"], saved["ce"], saved["seconds"])
 
 
 def _harmless_forward(state: RunState, harmless: list[str]) -> SharedPrefix:

@@ -1,5 +1,5 @@
 """Held-out evaluation of the refusal direction (spec §3): generations per condition, judge, rates with
-Wilson intervals per category, degeneracy flags, first-token KL and CE on harmless completions.
+Wilson intervals per category, degeneracy flags, CE on harmless completions (first-token KL: ``eval_stage._kl``).
 
 Conditions: ``base``; ``ablated`` (hook ablation everywhere); ``edited`` (orthogonalised weights);
 ``added`` (+c·r at the selected layer: induces refusal). Judges see only the response.
@@ -17,9 +17,8 @@ import torch
 from alignlab.data import Prompt
 from alignlab.models.chat import ChatFormat
 from alignlab.refusal.degenerate import flag_outputs, flag_rates
-from alignlab.refusal.forward import COUNTER, kept_logits, logprobs_for
+from alignlab.refusal.forward import COUNTER, kept_logits
 from alignlab.refusal.judge import Judge
-from alignlab.refusal.score import first_token_kl
 from alignlab.refusal.stats import Rate, mcnemar_exact, rate_of
 
 
@@ -123,19 +122,6 @@ def _chunk_nll(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], 
     nll = logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1)) - target
     sel = target_mask[:, width - keep + 1:]
     return float(nll[sel].double().sum()), int(sel.sum())
-
-
-def harmless_kl(
-    model: torch.nn.Module,
-    fmt: ChatFormat,
-    prompts: Sequence[str],
-    batch_size: int,
-    base: torch.Tensor,
-    context: Callable[[], AbstractContextManager] | None = None,
-) -> float:
-    """Mean first-token KL(base || condition) over ``prompts``; ``base`` are the base log-probs."""
-    lp = logprobs_for(model, fmt, prompts, batch_size, (context or nullcontext)())
-    return float(first_token_kl(base, lp).mean())
 
 
 def summarise(gens: Sequence[Generated], base_by_split: dict[str, Generated]) -> dict[str, Any]:

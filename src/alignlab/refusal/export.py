@@ -34,36 +34,25 @@ def export_model(model: torch.nn.Module, tokenizer: Any, target: Path, provenanc
     if corr is not None:
         def finish(directory: Path) -> None:
             from alignlab.models.safetensors_write import add_shard, untie_config
-            from alignlab.refusal.head import head_rows
+            from alignlab.refusal.head import head_key, head_rows
 
             weight = corr.embedding.weight
-            add_shard(directory, head_key(model), weight.dtype, tuple(weight.shape),
-                      (rows for _, rows in head_rows(model)))
+            add_shard(directory, head_key(model, corr), weight.dtype, tuple(weight.shape), head_rows(corr))
             untie_config(directory)
 
     save_pretrained_atomic(model, tokenizer, Path(target), provenance, finish)
     return read_back(model, Path(target))
 
 
-def head_key(model: torch.nn.Module) -> str:
-    """The state-dict key of a corrected model's head weight."""
-    from alignlab.refusal.head import correction
-
-    corr = correction(model)
-    assert corr is not None
-    return next(f"{name}.weight" if name else "weight" for name, module in model.named_modules(remove_duplicate=False)
-                if module is corr.head)
-
-
 def read_back(model: torch.nn.Module, target: Path) -> float:
     """max |Δ| between the checkpoint's tensors and ``model``'s, reading the files in bounded chunks (no
     memory map, so no second resident copy of the model)."""
     from alignlab.models.safetensors_read import chunks, entries
-    from alignlab.refusal.head import correction
+    from alignlab.refusal.head import correction, head_key
 
     state = model.state_dict()
     corr = correction(model)
-    head = head_key(model) if corr is not None else None
+    head = head_key(model, corr) if corr is not None else None
     stored_ptrs: set[int] = set()
     worst = 0.0
     files = sorted(target.glob("*.safetensors"))
@@ -97,4 +86,4 @@ def _head_values(corr: Any, start: int, n: int, d: int) -> torch.Tensor:
     return rows[start - first * d:start - first * d + n]
 
 
-__all__ = ["export_model", "head_key", "read_back"]
+__all__ = ["export_model", "read_back"]

@@ -32,16 +32,20 @@ class HeadCorrection:
         self.head, self.embedding = head, embedding
         self.rs: list[torch.Tensor] = []  # [d] each
         self.cs: list[torch.Tensor] = []  # [vocab] each
+        self._factors: tuple[torch.Tensor, torch.Tensor] | None = None
         self.handle = head.register_forward_hook(self._hook)
 
     def add(self, r: torch.Tensor, c: torch.Tensor) -> None:
         """Record one rank-1 edit E <- E - c rᵀ of the shared weight."""
         self.rs.append(r.detach().clone())
         self.cs.append(c.detach().clone())
+        self._factors = None
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """R [k, d] and C [vocab, k]."""
-        return torch.stack(self.rs), torch.stack(self.cs, dim=1)
+        """R [k, d] and C [vocab, k], stacked once per edit (the hook runs at every decoding step)."""
+        if self._factors is None:
+            self._factors = torch.stack(self.rs), torch.stack(self.cs, dim=1)
+        return self._factors
 
     def _hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         if not self.rs:
@@ -66,9 +70,14 @@ class HeadCorrection:
         self.handle.remove()
 
 
+def attached(model: nn.Module) -> HeadCorrection | None:
+    """The correction attached to ``model``, with or without recorded edits yet."""
+    return getattr(model, ATTR, None)
+
+
 def attach(model: nn.Module, head: nn.Module, embedding: nn.Module) -> HeadCorrection:
     """The model's correction, created (and its hook registered) on first use."""
-    corr = getattr(model, ATTR, None)
+    corr = attached(model)
     if corr is None:
         corr = HeadCorrection(head, embedding)
         setattr(model, ATTR, corr)
@@ -76,24 +85,28 @@ def attach(model: nn.Module, head: nn.Module, embedding: nn.Module) -> HeadCorre
 
 
 def correction(model: nn.Module) -> HeadCorrection | None:
-    corr = getattr(model, ATTR, None)
+    """The model's correction once an edit was recorded in it, else None."""
+    corr = attached(model)
     return corr if corr is not None and corr.rs else None
 
 
-def head_rows(model: nn.Module) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first row, rows) blocks of the effective head of a corrected model."""
-    corr = correction(model)
-    assert corr is not None
+def head_rows(corr: HeadCorrection) -> Iterator[torch.Tensor]:
+    """The effective head in consecutive blocks of ``ROWS`` rows."""
     vocab = corr.embedding.weight.shape[0]
     for start in range(0, vocab, ROWS):
-        yield start, corr.rows(start, min(start + ROWS, vocab))
+        yield corr.rows(start, min(start + ROWS, vocab))
+
+
+def head_key(model: nn.Module, corr: HeadCorrection) -> str:
+    """The state-dict key of the corrected head's weight."""
+    return next(f"{name}.weight" if name else "weight" for name, module in model.named_modules(remove_duplicate=False)
+                if module is corr.head)
 
 
 def materialize(model: nn.Module) -> torch.Tensor | None:
     """The whole effective head (a vocab x d tensor: only for exports that need it in memory, e.g. GGUF)."""
-    if correction(model) is None:
-        return None
-    return torch.cat([rows for _, rows in head_rows(model)])
+    corr = correction(model)
+    return None if corr is None else torch.cat(list(head_rows(corr)))
 
 
-__all__ = ["ATTR", "HeadCorrection", "attach", "correction", "head_rows", "materialize"]
+__all__ = ["ATTR", "HeadCorrection", "attach", "attached", "correction", "head_key", "head_rows", "materialize"]

@@ -166,7 +166,7 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
         hooked_eval = _staged("evaluate (base, ablated, added)", evaluate_hooked, state, sets, chosen)
     pending = prepare_export(state, chosen) if cfg.stop_after != "edit" else None
     edited = _staged("edit", apply_edit, state, chosen, hooked)
-    hooked = None  # the hooked logits (~0.1 GB on SmolLM2) were only needed for the edit's check
+    hooked = None  # the check's hooked log-probs (its logits were spilled to disk) are no longer needed
     release_memory()
     if cfg.stop_after == "edit":
         return {}
