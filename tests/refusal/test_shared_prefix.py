@@ -63,6 +63,11 @@ def test_no_common_prefix_falls_back_to_the_full_forward():
     assert torch.equal(shared.last_logprobs(), last_logprobs(model, enc))
     fmt = chat_format(tok, system=SYSTEM)
     assert not SharedPrefix(model, fmt.encode(PROMPTS[:1]), min_prefix=1).ok  # one row: nothing to share
+    calls = []
+    model.register_forward_pre_hook(lambda m, a, k: calls.append(k["input_ids"].shape[0]), with_kwargs=True)
+    batched = SharedPrefix(model, enc, batch_size=2)  # the fallback runs its full forwards 2 rows at a time
+    assert calls == [2, 1]
+    torch.testing.assert_close(batched.last_logprobs(), last_logprobs(model, enc), atol=1e-6, rtol=0)
 
 
 def test_a_batch_longer_than_the_sliding_window_falls_back():

@@ -133,7 +133,8 @@ def _harmless_forward(state: RunState, harmless: list[str]) -> SharedPrefix:
     """The packed last-position forward of the harmless test prompts; its ``baseline`` is the base model's
     log-probs (construct it before any hook and before the edit)."""
     assert state.lm is not None and state.fmt is not None
-    return SharedPrefix(state.lm.model, state.fmt.encode(harmless, device=state.lm.device, strict=False))
+    return SharedPrefix(state.lm.model, state.fmt.encode(harmless, device=state.lm.device, strict=False),
+                        batch_size=state.cfg.eval.batch_size)
 
 
 def _kl(shared: SharedPrefix, ctx: Any) -> float:

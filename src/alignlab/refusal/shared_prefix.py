@@ -25,14 +25,15 @@ class SharedPrefix:
     rows only, the first and last of each pack)."""
 
     def __init__(self, model: torch.nn.Module, enc: Encoded, min_prefix: int = 4, atol: float = 1e-3,
-                 pack_tokens: int = 512, check_rows: int = 8) -> None:
-        self.model, self.enc = model, enc
+                 pack_tokens: int = 512, check_rows: int = 8, batch_size: int | None = None) -> None:
+        """``batch_size`` bounds the rows of a full forward where the packs are not used (None: all at once)."""
+        self.model, self.enc, self.batch_size = model, enc, batch_size
         self.packs = window_packs(model, enc.input_ids, enc.attention_mask, pack_tokens, min_prefix)
         found = unpadded_rows(enc.input_ids, enc.attention_mask, min_prefix)
         self.p = 0 if found is None else found[1]  # the rows' shared prefix, packed or not (window)
         fast = self._checked(atol, check_rows) if self.packs else None
         self.ok = fast is not None
-        self.baseline = fast if fast is not None else last_logprobs(model, enc)  # [b, vocab]
+        self.baseline = fast if fast is not None else self._full()  # [b, vocab]
 
     @property
     def saved_fraction(self) -> float:
@@ -44,8 +45,14 @@ class SharedPrefix:
     def last_logprobs(self) -> torch.Tensor:
         """Float64 next-token log-softmax at the last prompt position: [batch, vocab]."""
         if not self.ok:
-            return last_logprobs(self.model, self.enc)
+            return self._full()
         return self._fast()
+
+    def _full(self) -> torch.Tensor:
+        """The full left-padded forward, ``batch_size`` rows at a time."""
+        b = int(self.enc.input_ids.shape[0])
+        step = self.batch_size or max(b, 1)
+        return torch.cat([last_logprobs(self.model, self.enc, slice(i, i + step)) for i in range(0, b, step)])
 
     def _fast(self) -> torch.Tensor:
         assert self.packs is not None
