@@ -11,7 +11,7 @@ RD's rule) is timed on ``--naive-sample`` candidates and extrapolated, so the be
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import random
 import time
 
@@ -71,8 +71,6 @@ def main() -> None:
                                cfg)
         return out, time.perf_counter() - t0
 
-    import dataclasses
-
     fast_cfg = cfg
     prefix_split.ENABLED = False  # baseline: every forward runs the whole left-padded batch, in float32
     cfg = dataclasses.replace(fast_cfg, screen_bf16=False)
@@ -101,9 +99,9 @@ def main() -> None:
     print(f"screened selection: {t_select:.1f} s  ({n_candidates / t_select:.2f} candidates/s), "
           f"chosen layer {sel.chosen.layer} pos {sel.chosen.position}, {sel.forwards} forwards, "
           f"{sel.generates} generate calls")
-    from alignlab.models.precision import bf16_autocast
+    from alignlab.models.precision import bf16_fast
 
-    bf16 = not isinstance(bf16_autocast(lm.model), contextlib.nullcontext)
+    bf16 = bf16_fast(next(lm.model.parameters()).device)
     print(f"full-batch float32 forwards (shared prefix off, bf16 screening off): {t_full:.1f} s, chosen layer "
           f"{sel_full.chosen.layer} pos {sel_full.chosen.position}; shared prefix on + bf16 screening "
           f"({'used' if bf16 else 'not available here'}): {t_select:.1f} s; same pick: {same}; same finalists: "
