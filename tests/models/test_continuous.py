@@ -90,9 +90,10 @@ def test_the_shared_prefix_runs_once_per_call():
     p = prefix.shape[1]
     prefills = [ids for ids in seen[1:] if ids.shape[1] > 1]
     assert len(prefills) >= 2  # the first rows, then refills as rows finish
+    assert all(ids.shape[0] == 1 for ids in prefills)  # packs: the rows' own tokens end to end, no padding
     for ids in prefills:  # later forwards run each row's own tokens only (no row starts with the prefix again)
-        assert not any(torch.equal(row[row != 0][:p], prefix[0]) for row in ids)
-    assert sum(ids.shape[0] for ids in prefills) == len(rows)
+        assert not torch.equal(ids[0, :p], prefix[0])
+    assert torch.equal(torch.cat([ids[0] for ids in prefills]), torch.cat([r[p:] for r in rows]))
 
 
 def test_hooks_act_on_streamed_rows_as_on_generate():
@@ -126,3 +127,53 @@ def test_generate_greedy_falls_back_to_the_batch_loop(monkeypatch):
     assert generate_greedy(model, fmt, PROMPTS, 6, 2, progress=False) == want
     monkeypatch.setattr(continuous, "ENABLED", False)
     assert generate_greedy(model, fmt, PROMPTS, 6, 2, progress=False) == want
+
+
+def _prefix_and_rows(family: str):
+    model, rows, stop, ref = _case(family, LONG)
+    if not supported(model, rows, 12):
+        model, rows, stop, ref = _case(family, SHORT)
+    p = continuous.shared_length(rows, 1) or 0
+    kv = continuous._prefix_kv(model, rows[0][:p]) if p else None
+    return model, rows, stop, ref, p, kv
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_packed_prefill_equals_the_left_padded_one(family):
+    model, rows, _, _, p, kv = _prefix_and_rows(family)
+    with torch.no_grad():
+        packed = continuous._admit_packed(model, rows, list(range(len(rows))), p, kv)
+        padded = continuous._admit_padded(model, rows, list(range(len(rows))), p, kv)
+    assert torch.equal(packed.mask, padded.mask) and torch.equal(packed.nxt, padded.nxt)
+    assert packed.rows == padded.rows
+    torch.testing.assert_close(packed.logits, padded.logits, atol=1e-5, rtol=1e-5)
+    real = padded.mask.bool()  # [b, T]: the cache agrees wherever a row has a real token
+    for (ka, va), (kb, vb) in zip(continuous._tensors(packed.cache, real.shape[1]),
+                                  continuous._tensors(padded.cache, real.shape[1])):
+        torch.testing.assert_close(ka.transpose(1, 2)[real], kb.transpose(1, 2)[real], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(va.transpose(1, 2)[real], vb.transpose(1, 2)[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pack_tokens", [1, 7, 10_000])
+def test_pack_size_does_not_change_tokens(monkeypatch, pack_tokens):
+    model, rows, stop, ref, _, _ = _prefix_and_rows("llama")
+    forwards: list[tuple[int, int]] = []
+    handle = model.model.embed_tokens.register_forward_pre_hook(lambda m, a: forwards.append(tuple(a[0].shape)))
+    monkeypatch.setattr(continuous, "PACK_TOKENS", pack_tokens)
+    try:
+        assert greedy_stream(model, rows, 12, [stop], 4, min_prefix=1) == ref
+    finally:
+        handle.remove()
+    packs = [n for b, n in forwards[1:] if b == 1 and n > 1]
+    longest_own = max(int(r.numel()) for r in rows) - continuous.shared_length(rows, 1)
+    assert max(packs) <= max(pack_tokens, longest_own)  # a row longer than the pack gets one alone
+
+
+def test_a_cache_that_cannot_be_regrouped_takes_the_padded_prefill(monkeypatch):
+    model, rows, stop, ref, _, _ = _prefix_and_rows("qwen2")
+
+    def unsupported(*args, **kwargs):
+        raise Unsupported("test")
+
+    monkeypatch.setattr(continuous, "_admit_packed", unsupported)
+    assert greedy_stream(model, rows, 12, [stop], 4, min_prefix=1) == ref
