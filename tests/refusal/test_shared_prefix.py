@@ -169,3 +169,18 @@ def test_prefix_cache_takes_the_callers_baseline_and_checks_against_it():
     PrefixCache(model, map_model(model), enc, pack_tokens=80)
     assert COUNTER.forwards - before == 2  # without it: the full forward, then the check
     assert not PrefixCache(model, map_model(model), enc, pack_tokens=80, baseline=base + 0.01).ok
+
+
+def test_shared_logprobs_equal_logprobs_for():
+    from alignlab.refusal.forward import logprobs_for
+    from alignlab.refusal.shared_prefix import shared_logprobs
+
+    model, tok = tiny_model("llama", seed=2)
+    fmt = chat_format(tok, system=SYSTEM)
+    COUNTER.forwards = 0
+    fast = shared_logprobs(model, fmt, PROMPTS, 2)
+    packed_forwards = COUNTER.forwards
+    ref = logprobs_for(model, fmt, PROMPTS, 2)
+    assert fast.device.type == "cpu" and fast.dtype == torch.float64 and fast.shape == ref.shape
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    assert packed_forwards == 2  # one pack + the check on a few rows, not 3 batches of 2

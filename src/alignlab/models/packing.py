@@ -95,17 +95,21 @@ def _build(rows: list[torch.Tensor], group: list[int], p: int) -> Pack:
                 torch.tensor(last, device=device), list(group))
 
 
+def pack_logits(model: torch.nn.Module, pack: Pack) -> torch.Tensor:
+    """Next-token logits at the last token of each row of one pack, in ``pack.rows`` order: [k, vocab]."""
+    kw = {"input_ids": pack.ids, "attention_mask": pack.mask(next(model.parameters()).dtype),
+          "position_ids": pack.positions, "use_cache": False}
+    try:
+        return model(**kw, logits_to_keep=pack.last).logits[0]  # [k, vocab]
+    except TypeError:  # models without logits_to_keep
+        return model(**kw).logits[0, pack.last]
+
+
 def packed_last_logits(model: torch.nn.Module, packs: list[Pack], batch: int) -> torch.Tensor:
     """Next-token logits at every row's last token, in batch-row order: [batch, vocab] (one forward per pack)."""
-    dtype = next(model.parameters()).dtype
     out: torch.Tensor | None = None
     for pack in packs:
-        kw = {"input_ids": pack.ids, "attention_mask": pack.mask(dtype), "position_ids": pack.positions,
-              "use_cache": False}
-        try:
-            logits = model(**kw, logits_to_keep=pack.last).logits[0]  # [k, vocab]
-        except TypeError:  # models without logits_to_keep
-            logits = model(**kw).logits[0, pack.last]
+        logits = pack_logits(model, pack)
         if out is None:
             out = logits.new_empty((batch, logits.shape[-1]))
         out[torch.tensor(pack.rows, device=out.device)] = logits

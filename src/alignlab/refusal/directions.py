@@ -14,10 +14,10 @@ import torch
 
 from alignlab.errors import AlignlabError
 from alignlab.models.anatomy import map_model
-from alignlab.models.chat import ChatFormat
+from alignlab.models.chat import ChatFormat, Encoded
 from alignlab.models.hooks import hook_context
 from alignlab.progress import progress
-from alignlab.refusal.forward import batches, last_logprobs
+from alignlab.refusal.forward import COUNTER, batches, last_logprobs
 from alignlab.refusal.score import refusal_score
 
 
@@ -54,6 +54,65 @@ class DirectionSet:
     scores_harmless: torch.Tensor
 
 
+class _Captured:
+    """block_in activations of one forward at each row's last ``n_pos`` positions: under left padding the last
+    columns, in a pack the columns ``cols`` [k, n_pos] of each row."""
+
+    def __init__(self, n_pos: int) -> None:
+        self.n_pos = n_pos
+        self.cols: torch.Tensor | None = None
+        self.acts: dict[int, torch.Tensor] = {}
+
+    def grab(self, x: torch.Tensor, layer: int) -> None:
+        # a copy: a view (.float() of float32 is one) would keep the whole [batch, seq, d] input of every layer
+        # alive until the forward ends (144 MB at 32 prompts on SmolLM2)
+        picked = x[:, -self.n_pos:, :] if self.cols is None else x[0][self.cols]  # [b | k, n_pos, d]
+        self.acts[layer] = picked.to(torch.float32, copy=True)
+        return None
+
+    def stacked(self, n_layers: int) -> torch.Tensor:
+        out = torch.stack([self.acts[layer] for layer in range(n_layers)], dim=2)  # [b, n_pos, L, d]
+        self.acts.clear()
+        return out
+
+
+def _padded_pass(model: torch.nn.Module, enc: Encoded, cap: _Captured, n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs [b, vocab] and activations [b, n_pos, L, d] from the left-padded forward."""
+    cap.cols = None
+    return last_logprobs(model, enc), cap.stacked(n_layers)
+
+
+def _packed_pass(model: torch.nn.Module, enc: Encoded, cap: _Captured,
+                 n_layers: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The same from padding-free packs (the template prefix once per pack, ``models.packing``); None where the
+    rows share no prefix or a row has fewer own tokens than the positions captured."""
+    from alignlab.models.packing import pack_logits, window_packs
+
+    packs = window_packs(model, enc.input_ids, enc.attention_mask)
+    if packs is None:
+        return None
+    offsets = torch.arange(cap.n_pos, device=enc.input_ids.device) - cap.n_pos + 1  # [n_pos]
+    cols = [pk.last[:, None] + offsets for pk in packs]  # [k, n_pos] per pack
+    if any(not bool((pk.segment[c] == torch.arange(len(pk.rows), device=c.device)[:, None]).all())
+           for pk, c in zip(packs, cols)):
+        return None
+    lps, acts = [], []
+    with torch.no_grad():
+        for pk, c in zip(packs, cols):
+            cap.cols = c
+            COUNTER.forwards += 1
+            lps.append(torch.log_softmax(pack_logits(model, pk).double(), dim=-1))  # [k, vocab]
+            acts.append(cap.stacked(n_layers))  # [k, n_pos, L, d]
+    cap.cols = None
+    order = torch.tensor([row for pk in packs for row in pk.rows]).argsort()  # pack order -> batch order
+    return torch.cat(lps)[order.to(lps[0].device)], torch.cat(acts)[order.to(acts[0].device)]
+
+
+def _agree(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor], tol: float = 1e-3) -> bool:
+    """Packed and padded passes agree: log-probs within ``tol``, activations within ``tol`` relative (norm)."""
+    return bool((a[0] - b[0]).abs().max() < tol) and float((a[1] - b[1]).norm()) <= tol * float(b[1].norm())
+
+
 def _capture_means(
     model: torch.nn.Module,
     fmt: ChatFormat,
@@ -67,29 +126,27 @@ def _capture_means(
     anatomy = map_model(model)
     n_pos, n_layers = fmt.n_eoi, anatomy.n_layers
     acc = MeanAccumulator(n_pos, n_layers, anatomy.d_model)
-    captured: dict[int, torch.Tensor] = {}
-
-    def grab(x: torch.Tensor, layer: int) -> None:
-        # a copy: a view (.float() of float32 is one) would keep the whole [batch, seq, d] input of every layer
-        # alive until the forward ends (144 MB at 32 prompts on SmolLM2)
-        captured[layer] = x[:, -n_pos:, :].to(torch.float32, copy=True)  # [batch, n_pos, d]
-        return None
-
+    cap = _Captured(n_pos)
     device = next(model.parameters()).device
     scores = []
-    hooks = [("block_in", layer, grab) for layer in range(n_layers)]
+    packed: bool | None = None  # None: not yet checked against the padded forward
+    hooks = [("block_in", layer, cap.grab) for layer in range(n_layers)]
     with hook_context(model, hooks, anatomy):
         for _, chunk in progress(list(batches(texts, batch_size)), desc, unit="batch"):
             enc = fmt.encode(chunk, device=device, strict=False)
-            s = refusal_score(last_logprobs(model, enc), refusal_ids).cpu()
-            acts = torch.stack([captured[layer] for layer in range(n_layers)], dim=2)  # [b, n_pos, L, d]
+            got = _packed_pass(model, enc, cap, n_layers) if packed is not False else None
+            if got is not None and packed is None:  # the first packed batch is checked once
+                full = _padded_pass(model, enc, cap, n_layers)
+                packed = _agree(got, full)
+                got = got if packed else full
+            lp, acts = got if got is not None else _padded_pass(model, enc, cap, n_layers)
+            s = refusal_score(lp, refusal_ids).cpu()
             keep = (s * keep_sign > 0) if filter_baseline else torch.ones_like(s, dtype=torch.bool)
             if keep.any():
                 acc.add(acts[keep.to(acts.device)])
-            full = torch.full((len(chunk),), float("nan"), dtype=torch.float64)
-            full[torch.tensor(enc.kept)] = s
-            scores.append(full)
-            captured.clear()
+            full_s = torch.full((len(chunk),), float("nan"), dtype=torch.float64)
+            full_s[torch.tensor(enc.kept)] = s
+            scores.append(full_s)
     return acc, torch.cat(scores)
 
 

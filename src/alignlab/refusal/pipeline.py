@@ -21,11 +21,11 @@ from alignlab.models.loading import LoadedModel, load_model
 from alignlab.refusal.artifacts import RunDir, key_of
 from alignlab.refusal.config import EditConfig, EvalConfig, PromptConfig, SelectConfig, SubspaceConfig
 from alignlab.refusal.directions import extract_directions, unit
-from alignlab.refusal.forward import logprobs_for
 from alignlab.refusal.prompts import PromptSets, build_prompt_sets
 from alignlab.refusal.score import auroc, calibrate_refusal_tokens, refusal_score
 from alignlab.refusal.search_space import SearchConfig
 from alignlab.refusal.select import Candidate, Selection, select_direction
+from alignlab.refusal.shared_prefix import shared_logprobs
 
 STAGES = ("data", "tokens", "extract", "select", "search", "subspace", "edit", "evaluate", "export", "report")
 
@@ -141,8 +141,8 @@ def stage_tokens(state: RunState, sets: PromptSets) -> list[int]:
     def compute() -> dict[str, Any]:
         assert state.lm is not None and state.fmt is not None
         bs = state.cfg.select.batch_size
-        harmful = logprobs_for(state.lm.model, state.fmt, sets.texts("harmful", "train")[:64], bs)
-        harmless = logprobs_for(state.lm.model, state.fmt, sets.texts("harmless", "train")[:64], bs)
+        harmful = shared_logprobs(state.lm.model, state.fmt, sets.texts("harmful", "train")[:64], bs)
+        harmless = shared_logprobs(state.lm.model, state.fmt, sets.texts("harmless", "train")[:64], bs)
         tokens = calibrate_refusal_tokens(state.fmt, harmful, harmless, override=state.cfg.select.refusal_tokens)
         s_h, s_b = refusal_score(harmful, tokens.ids), refusal_score(harmless, tokens.ids)
         obj = {"ids": list(tokens.ids), "words": list(tokens.words), "harmful_open": tokens.harmful_open,

@@ -10,9 +10,11 @@ left-padded batch. The fast path is checked once against the full forward (``ok`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from alignlab.models.chat import Encoded
+from alignlab.models.chat import ChatFormat, Encoded
 from alignlab.models.packing import packed_last_logits, window_packs
 from alignlab.models.prefix_split import unpadded_rows
 from alignlab.refusal.forward import COUNTER, last_logprobs
@@ -75,3 +77,10 @@ class SharedPrefix:
         if fast.shape[0] != self.enc.input_ids.shape[0] or not bool((fast[rows] - full).abs().max() < atol):
             return None
         return fast
+
+
+def shared_logprobs(model: torch.nn.Module, fmt: ChatFormat, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+    """``forward.logprobs_for`` without hooks ([n, vocab] float64, CPU), the texts' shared template prefix computed
+    once per pack (full forwards of ``batch_size`` rows where the packs are not used)."""
+    enc = fmt.encode(list(texts), device=next(model.parameters()).device, strict=False)
+    return SharedPrefix(model, enc, batch_size=batch_size).baseline.cpu()
