@@ -184,3 +184,16 @@ def test_shared_logprobs_equal_logprobs_for():
     assert fast.device.type == "cpu" and fast.dtype == torch.float64 and fast.shape == ref.shape
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
     assert packed_forwards == 2  # one pack + the check on a few rows, not 3 batches of 2
+
+
+def test_shared_logprobs_under_hooks_equal_logprobs_for():
+    from alignlab.refusal.forward import logprobs_for
+    from alignlab.refusal.shared_prefix import shared_logprobs
+
+    model, tok = tiny_model("qwen2", seed=2)
+    fmt = chat_format(tok, system=SYSTEM)
+    d = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    hooked = shared_logprobs(model, fmt, PROMPTS, 2, ablate(model, d))
+    ref = logprobs_for(model, fmt, PROMPTS, 2, ablate(model, d))
+    torch.testing.assert_close(hooked, ref, atol=1e-5, rtol=1e-5)
+    assert (hooked - shared_logprobs(model, fmt, PROMPTS, 2)).abs().max() > 1e-3  # the hooks acted

@@ -19,10 +19,11 @@ from typing import Any
 import torch
 
 from alignlab.refusal.artifacts import key_of
-from alignlab.refusal.forward import logprobs_for, position_ids
+from alignlab.refusal.forward import position_ids
 from alignlab.refusal.intervention import Intervention
 from alignlab.refusal.pipeline import RunState, _timed
 from alignlab.refusal.prompts import PromptSets
+from alignlab.refusal.shared_prefix import shared_logprobs
 
 GAP_PROMPTS = 8
 """Prompts whose every position is compared (max |Δlogit| edited vs hooked)."""
@@ -83,7 +84,7 @@ def measure_hooked(state: RunState, sets: PromptSets, chosen: Intervention) -> H
     start = time.perf_counter()
     model = state.lm.model
     prompts = sets.texts("harmless", "val") + sets.texts("harmful", "val")
-    lp = logprobs_for(model, _fmt(state), prompts, CHECK_BATCH, chosen.ablate(model))
+    lp = shared_logprobs(model, _fmt(state), prompts, CHECK_BATCH, chosen.ablate(model))
     logits = SpilledLogits(state.run.path)
     with chosen.ablate(model):
         for t in _logits(state, prompts[:GAP_PROMPTS]):
@@ -101,7 +102,7 @@ def apply_edit(state: RunState, chosen: Intervention, hooked: Hooked | None) -> 
     cached = state.run.load_json("edit.json", key)
     if cached is None:
         assert hooked is not None, "measure_hooked must run before the weights change"
-        baked = logprobs_for(model, _fmt(state), hooked.prompts, CHECK_BATCH)
+        baked = shared_logprobs(model, _fmt(state), hooked.prompts, CHECK_BATCH)
         gap = float((hooked.logprobs.exp() - baked.exp()).abs().max())
         try:  # one stored prompt in memory at a time
             logit_gap = max((float((h - e).abs().max())

@@ -11,6 +11,7 @@ left-padded batch. The fast path is checked once against the full forward (``ok`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -79,8 +80,11 @@ class SharedPrefix:
         return fast
 
 
-def shared_logprobs(model: torch.nn.Module, fmt: ChatFormat, texts: Sequence[str], batch_size: int) -> torch.Tensor:
-    """``forward.logprobs_for`` without hooks ([n, vocab] float64, CPU), the texts' shared template prefix computed
-    once per pack (full forwards of ``batch_size`` rows where the packs are not used)."""
+def shared_logprobs(model: torch.nn.Module, fmt: ChatFormat, texts: Sequence[str], batch_size: int,
+                    context: AbstractContextManager | None = None) -> torch.Tensor:
+    """``forward.logprobs_for`` ([n, vocab] float64, CPU), optionally inside a hook context, with the texts' shared
+    template prefix computed once per pack (full forwards of ``batch_size`` rows where the packs are not used; the
+    packs are checked against the full forward on a few rows, under the same hooks)."""
     enc = fmt.encode(list(texts), device=next(model.parameters()).device, strict=False)
-    return SharedPrefix(model, enc, batch_size=batch_size).baseline.cpu()
+    with context or nullcontext():
+        return SharedPrefix(model, enc, batch_size=batch_size).baseline.cpu()
