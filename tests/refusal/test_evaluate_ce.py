@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from alignlab.models.chat import chat_format
-from alignlab.models.tiny import tiny_model
+from alignlab.models.tiny import FAMILIES, tiny_model
 from alignlab.refusal import evaluate
 from alignlab.refusal.evaluate import completion_ce
 from alignlab.refusal.forward import position_ids
@@ -16,6 +16,8 @@ PROMPTS = ["hello there", "a much longer prompt that needs padding on the left s
            "one more prompt", "and another", "short", "the last prompt of the batch", "ninth", "tenth one"]
 COMPLETIONS = ["fine thanks", "ok", "a completion that runs for a good number of tokens, longer than the others",
                "", "b", "c d e", "f", "g h", "i j k l", "m"]
+SHORT_PROMPTS = ["hi", "cats?", "x", "tea", "a poem", "sum 2"]
+SHORT_COMPLETIONS = ["fine", "they purr", "", "yes", "roses", "4"]
 
 
 def _plain_ce(model, fmt, prompts, completions) -> float:
@@ -48,3 +50,32 @@ def test_chunked_completion_ce_equals_the_plain_computation(family, monkeypatch)
         monkeypatch.setattr(evaluate, "CE_ROWS", rows)
         got = completion_ce(model, fmt, PROMPTS, COMPLETIONS, batch_size=64)
         assert got == pytest.approx(plain, rel=1e-6), (rows, got, plain)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_packed_completion_ce_equals_the_plain_computation(family, monkeypatch):
+    from alignlab.refusal import ce_packs
+
+    model, tok = tiny_model(family, seed=1)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(20.0)
+    fmt = chat_format(tok, system="Be brief.")
+    prompts, completions = SHORT_PROMPTS, SHORT_COMPLETIONS  # within the tiny gemma2/3 window of 64
+    plain = _plain_ce(model, fmt, prompts, completions)
+    packs = []
+    real = ce_packs._pack_nll
+    monkeypatch.setattr(ce_packs, "_pack_nll", lambda m, pk, n: packs.append(len(pk.rows)) or real(m, pk, n))
+    monkeypatch.setattr(ce_packs, "PACK_TOKENS", 12)  # several packs
+    got = completion_ce(model, fmt, prompts, completions, batch_size=64)
+    assert len(packs) > 1 and sum(packs) == sum(1 for c in completions if c)  # every scored row went through a pack
+    assert got == pytest.approx(plain, rel=1e-5), (got, plain)
+
+
+def test_packs_that_disagree_give_the_padded_ce(monkeypatch):
+    model, tok = tiny_model("llama", seed=1)
+    fmt = chat_format(tok, system="Be brief.")
+    monkeypatch.setattr(evaluate, "PACKED", False)
+    padded = completion_ce(model, fmt, PROMPTS, COMPLETIONS, batch_size=64)
+    monkeypatch.setattr(evaluate, "PACKED", True)
+    monkeypatch.setattr(evaluate, "_agrees", lambda a, b: False)
+    assert completion_ce(model, fmt, PROMPTS, COMPLETIONS, batch_size=64) == padded

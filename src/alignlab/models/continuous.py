@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from alignlab.models.generate import _cache_kwarg
+from alignlab.models.packing import groups_of
 from alignlab.models.prefix_split import fits_window, run_prefix, shared_length, suffix_batch
 
 Rows = list[tuple[list[int], bool]]
@@ -140,7 +141,8 @@ def _admit(model: Any, rows: list[torch.Tensor], index: list[int], p: int,
     """Prefill new rows (their tokens after the shared prefix) as padding-free packs of ``PACK_TOKENS``; one
     ``Live`` over them."""
     live: Live | None = None
-    for group in _groups(rows, p, min(PACK_TOKENS, _window_room(model, p))):
+    own = [int(r.numel()) - p for r in rows]
+    for group in groups_of(own, min(PACK_TOKENS, _window_room(model, p))):
         try:
             new = _admit_packed(model, [rows[i] for i in group], [index[i] for i in group], p, prefix_kv)
         except Unsupported:  # a cache we cannot regroup (e.g. a sliding layer's): the left-padded prefill
@@ -148,20 +150,6 @@ def _admit(model: Any, rows: list[torch.Tensor], index: list[int], p: int,
         live = new if live is None else _merge(model, live, new)
     assert live is not None
     return live
-
-
-def _groups(rows: list[torch.Tensor], p: int, pack_tokens: int) -> list[list[int]]:
-    """Consecutive rows in packs of at most ``pack_tokens`` own tokens (a longer row gets a pack alone)."""
-    groups: list[list[int]] = [[]]
-    size = 0
-    for i, row in enumerate(rows):
-        own = int(row.numel()) - p
-        if groups[-1] and size + own > pack_tokens:
-            groups.append([])
-            size = 0
-        groups[-1].append(i)
-        size += own
-    return groups
 
 
 def _window_room(model: Any, p: int) -> int:

@@ -61,12 +61,26 @@ def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, pack_tokens
     for i, row in enumerate(rows):
         own = row.numel() - p
         if group and size + own > pack_tokens:
-            packs.append(_build(rows, group, p))
+            packs.append(build_pack(rows, group, p))
             group, size = [], p
         group.append(i)
         size += own
-    packs.append(_build(rows, group, p))
+    packs.append(build_pack(rows, group, p))
     return packs
+
+
+def groups_of(own: list[int], pack_tokens: int) -> list[list[int]]:
+    """Consecutive row indices whose own token counts ``own`` add up to at most ``pack_tokens`` per group (a longer
+    row gets a group alone)."""
+    groups: list[list[int]] = [[]]
+    size = 0
+    for i, n in enumerate(own):
+        if groups[-1] and size + n > pack_tokens:
+            groups.append([])
+            size = 0
+        groups[-1].append(i)
+        size += n
+    return groups
 
 
 def window_packs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -80,7 +94,8 @@ def window_packs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask
     return packs
 
 
-def _build(rows: list[torch.Tensor], group: list[int], p: int) -> Pack:
+def build_pack(rows: list[torch.Tensor], group: list[int], p: int) -> Pack:
+    """One pack of the 1-D id rows ``rows[i]`` for i in ``group``: their shared first ``p`` tokens, then each row's rest."""
     device = rows[0].device
     ids, pos, seg, last = [rows[group[0]][:p]], [torch.arange(p, device=device)], [torch.full((p,), -1)], []
     col = p

@@ -16,6 +16,7 @@ import torch
 
 from alignlab.data import Prompt
 from alignlab.models.chat import ChatFormat
+from alignlab.refusal.ce_packs import packed_nll
 from alignlab.refusal.degenerate import flag_outputs, flag_rates
 from alignlab.refusal.forward import COUNTER, kept_logits
 from alignlab.refusal.judge import Judge
@@ -94,12 +95,27 @@ def completion_ce(
         if comp_ids:
             rows.append((tok(fmt.render(p), add_special_tokens=False)["input_ids"], comp_ids))
     step = max(1, min(batch_size, CE_ROWS))
+    pad = tok.pad_token_id or 0
     total, count = 0.0, 0
     with (context or nullcontext)(), torch.no_grad():
+        per_row = packed_nll(model, rows) if PACKED else None  # refusal/ce_packs.py: no padding, prefix once
+        if per_row is not None and _agrees(per_row[:step], _chunk_nll(model, rows[:step], pad)):
+            return sum(n for n, _ in per_row) / max(sum(c for _, c in per_row), 1)
         for start in range(0, len(rows), step):
-            nll_sum, n = _chunk_nll(model, rows[start:start + step], tok.pad_token_id or 0)
+            nll_sum, n = _chunk_nll(model, rows[start:start + step], pad)
             total, count = total + nll_sum, count + n
     return total / max(count, 1)
+
+
+PACKED = True
+"""Module switch: False runs every CE forward on left-padded chunks (bench A/B runs)."""
+
+
+def _agrees(packed: list[tuple[float, int]], padded: tuple[float, int], rel: float = 1e-4) -> bool:
+    """The packed NLL of the first rows matches their left-padded forward (a model whose attention ignores the
+    packs' block mask would not)."""
+    nll = sum(n for n, _ in packed)
+    return sum(c for _, c in packed) == padded[1] and abs(nll - padded[0]) <= rel * max(abs(padded[0]), 1.0)
 
 
 def _chunk_nll(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], pad: int) -> tuple[float, int]:
