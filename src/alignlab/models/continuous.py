@@ -3,8 +3,9 @@
 A batch decoded to its end spends its last steps on the few rows still writing, and on a CPU a 4-row decoding step
 costs nearly what a 64-row one does (both read every weight). Here a row that finishes is replaced by a waiting
 prompt: new rows are prefilled (the prompts' shared template prefix comes from one cached copy, computed once per
-call; only each row's own tokens run) and merged into the live KV cache, left-padded to its width, so steps run
-full batches until the queue is empty.
+call; only each row's own tokens run, laid end to end in padding-free packs under a block mask, their cache then
+regrouped row-wise) and merged into the live KV cache, left-padded to its width, so steps run full batches until
+the queue is empty.
 
 Each row's tokens are those of decoding it alone: it attends to its own prompt and reply at its own positions;
 the pads of other rows and of the merge are masked out. Columns that are padding in every live row are cut from
