@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from alignlab.models.generate import _cache_kwarg
-from alignlab.models.packing import groups_of
-from alignlab.models.prefix_split import fits_window, run_prefix, shared_length, suffix_batch
+from alignlab.models.packing import build_pack, groups_of
+from alignlab.models.prefix_split import fits_window, run_prefix, shared_length, sliding_window, suffix_batch
 
 Rows = list[tuple[list[int], bool]]
 
@@ -154,8 +154,6 @@ def _admit(model: Any, rows: list[torch.Tensor], index: list[int], p: int,
 
 
 def _window_room(model: Any, p: int) -> int:
-    from alignlab.models.prefix_split import sliding_window
-
     window = sliding_window(model)
     return max(1, window - p) if window else 1 << 30
 
@@ -165,20 +163,13 @@ def _admit_packed(model: Any, rows: list[torch.Tensor], index: list[int], p: int
     """One forward over the rows' own tokens laid end to end after the cached prefix (block mask: each token sees
     the prefix and its own row, positions restart at p per row), then the cache regrouped row-wise, left-padded."""
     device = rows[0].device
-    own = [r[p:] for r in rows]
-    lens = [int(t.numel()) for t in own]
-    n, k, s = sum(lens), len(rows), max(lens)
-    ids = torch.cat(own)[None]  # [1, n]
-    seg = torch.cat([torch.full((m,), i, device=device) for i, m in enumerate(lens)])  # [n]
-    positions = torch.cat([torch.arange(p, p + m, device=device) for m in lens])[None]  # [1, n]
-    last = torch.tensor(lens, device=device).cumsum(0) - 1  # [k]
-    dtype = next(model.parameters()).dtype
-    mask = torch.full((n, p + n), torch.finfo(dtype).min, dtype=dtype, device=device)
-    col = torch.arange(n, device=device)
-    mask[:, :p] = 0
-    mask[:, p:].masked_fill_((col[None, :] <= col[:, None]) & (seg[None, :] == seg[:, None]), 0)
+    lens = [int(r.numel()) - p for r in rows]
+    k, s = len(rows), max(lens)
+    pack = build_pack(rows, list(range(k)), p)  # the prefix is in the cache: its positions are dropped below
+    ids, positions, last = pack.ids[:, p:], pack.positions[:, p:], pack.last - p  # [1, n], [1, n], [k]
+    mask = pack.mask(next(model.parameters()).dtype)[:, :, p:]  # [1, 1, n, p + n]: the own tokens' queries
     cache = _new_cache(model, prefix_kv)
-    logits = model(input_ids=ids, attention_mask=mask[None, None], position_ids=positions, logits_to_keep=last,
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=last,
                    use_cache=True, **{_cache_kwarg(model): cache}).logits[0]  # [k, vocab]
     # column j of row i (right-aligned in s columns) is packed column start_i + j - (s - len_i); pads read column 0
     start = torch.tensor([0] + lens[:-1], device=device).cumsum(0)  # [k]
@@ -186,7 +177,7 @@ def _admit_packed(model: Any, rows: list[torch.Tensor], index: list[int], p: int
     real = j >= 0
     gather = torch.where(real, start[:, None] + j, 0).reshape(-1)  # [k * s]
     kv = []
-    for keys, values in _tensors(cache, p + n):  # [1, h, p + n, d]
+    for keys, values in _tensors(cache, int(pack.ids.shape[1])):  # [1, h, p + n, d]
         regrouped = []
         for x in (keys, values):
             tail = x[0, :, p:].index_select(1, gather).unflatten(1, (k, s)).transpose(0, 1)  # [k, h, s, d]

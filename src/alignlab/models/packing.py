@@ -55,17 +55,8 @@ def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, pack_tokens
     if found is None:
         return None
     rows, p = found
-    packs: list[Pack] = []
-    group: list[int] = []
-    size = p
-    for i, row in enumerate(rows):
-        own = row.numel() - p
-        if group and size + own > pack_tokens:
-            packs.append(build_pack(rows, group, p))
-            group, size = [], p
-        group.append(i)
-        size += own
-    packs.append(build_pack(rows, group, p))
+    own = [int(row.numel()) - p for row in rows]
+    packs = [build_pack(rows, group, p) for group in groups_of(own, pack_tokens - p)]
     return packs
 
 

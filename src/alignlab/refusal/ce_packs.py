@@ -50,13 +50,22 @@ def _pack_nll(model: torch.nn.Module, pk: Pack, completion_lens: list[int]) -> l
                       for last, n in zip(pk.last.tolist(), completion_lens)])  # [sum n]
     targets = pk.ids[0, cols + 1]  # [sum n]
     COUNTER.forwards += 1
+    kw = {"input_ids": pk.ids, "attention_mask": pk.mask(next(model.parameters()).dtype),
+          "position_ids": pk.positions, "use_cache": False}
     with torch.no_grad():
-        logits = model(input_ids=pk.ids, attention_mask=pk.mask(next(model.parameters()).dtype),
-                       position_ids=pk.positions, use_cache=False, logits_to_keep=cols).logits[0].float()
-    target = logits.gather(-1, targets[:, None]).squeeze(-1)  # [sum n]
-    top = logits.amax(-1, keepdim=True)  # logsumexp in place: no second [sum n, vocab] tensor
-    nll = logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1)) - target  # [sum n]
-    return [float(x.double().sum()) for x in nll.split(completion_lens)]
+        try:
+            logits = model(**kw, logits_to_keep=cols).logits[0].float()  # [sum n, vocab]
+        except TypeError:  # models without logits_to_keep
+            logits = model(**kw).logits[0, cols].float()
+    return [float(x.double().sum()) for x in token_nll(logits, targets).split(completion_lens)]
 
 
-__all__ = ["PACK_TOKENS", "packed_nll"]
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """-log softmax(logits)[target] per position ([..., vocab] float32 logits, overwritten; [...] targets):
+    logsumexp in place, so no second [..., vocab] tensor is allocated."""
+    target = logits.gather(-1, targets[..., None]).squeeze(-1)  # [...]
+    top = logits.amax(-1, keepdim=True)
+    return logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1)) - target
+
+
+__all__ = ["PACK_TOKENS", "packed_nll", "token_nll"]

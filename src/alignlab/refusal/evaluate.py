@@ -16,7 +16,7 @@ import torch
 
 from alignlab.data import Prompt
 from alignlab.models.chat import ChatFormat
-from alignlab.refusal.ce_packs import packed_nll
+from alignlab.refusal.ce_packs import packed_nll, token_nll
 from alignlab.refusal.degenerate import flag_outputs, flag_rates
 from alignlab.refusal.forward import COUNTER, kept_logits
 from alignlab.refusal.judge import Judge
@@ -133,9 +133,7 @@ def _chunk_nll(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], 
     ids, mask, target_mask = ids.to(device), mask.to(device), target_mask.to(device)
     logits = kept_logits(model, ids, mask, keep)[:, :-1].float()  # [rows, keep - 1, vocab]: the last keep - 1
     targets = ids[:, width - keep + 1:]  # [rows, keep - 1]
-    target = logits.gather(-1, targets[..., None]).squeeze(-1)  # [rows, keep - 1]
-    top = logits.amax(-1, keepdim=True)  # logsumexp in place: no second [rows, keep - 1, vocab] tensor
-    nll = logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1)) - target
+    nll = token_nll(logits, targets)  # [rows, keep - 1]
     sel = target_mask[:, width - keep + 1:]
     return float(nll[sel].double().sum()), int(sel.sum())
 
